@@ -1,0 +1,348 @@
+// CPU step kernels: one fused pass over the rows of a step. Rows are split
+// across threads with at::parallel_for; within a row the loop over hidden
+// units is plain arithmetic from cells.h that the compiler turns into SIMD
+// code, built for AVX-512, AVX2 and baseline x86-64 and picked at load time.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstring>
+
+#include "../step.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RNNKIT_SIMD_CLONES \
+  __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define RNNKIT_SIMD_CLONES
+#endif
+
+namespace rnnkit {
+namespace {
+
+// Enough hidden units per task that a thread's start-up cost is repaid.
+constexpr int64_t kUnitsPerTask = 16384;
+
+template <class Fn>
+void for_rows(const StepShape& s, int64_t units_per_row, const Fn& fn) {
+  int64_t grain = std::max<int64_t>(1, kUnitsPerTask / std::max<int64_t>(1, units_per_row));
+  at::parallel_for(0, s.B, grain, [&](int64_t b0, int64_t b1) { fn(b0, b1); });
+}
+
+template <class T>
+void copy_row(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+  std::memcpy(dst, src, n * sizeof(T));
+}
+
+template <class T>
+void zero_row(T* dst, int64_t n) {
+  std::memset(static_cast<void*>(dst), 0, n * sizeof(T));
+}
+
+// ---- forward -------------------------------------------------------------
+
+template <class T, bool Save, bool Project>
+RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t H, const T* __restrict__ gx,
+                                         const T* __restrict__ gh, const T* __restrict__ b_hh,
+                                         T* __restrict__ c, T* __restrict__ h_next,
+                                         T* __restrict__ y, T* __restrict__ saved) {
+  using A = at::opmath_type<T>;
+  for (int64_t j = 0; j < H; ++j) {
+    A i, f, g, o, c_new, h;
+    lstm_forward<A>(A(gx[j]) + A(gh[j]) + A(b_hh[j]),
+                    A(gx[H + j]) + A(gh[H + j]) + A(b_hh[H + j]),
+                    A(gx[2 * H + j]) + A(gh[2 * H + j]) + A(b_hh[2 * H + j]),
+                    A(gx[3 * H + j]) + A(gh[3 * H + j]) + A(b_hh[3 * H + j]),
+                    A(c[j]), i, f, g, o, c_new, h);
+    c[j] = T(c_new);
+    h_next[j] = T(h);  // with a projection this is r, the GEMM's input
+    if (!Project) y[j] = T(h);
+    if (Save) {
+      saved[j] = T(i);
+      saved[H + j] = T(f);
+      saved[2 * H + j] = T(g);
+      saved[3 * H + j] = T(o);
+      saved[4 * H + j] = T(c_new);
+    }
+  }
+}
+
+template <class T, bool Save>
+RNNKIT_SIMD_CLONES void gru_forward_row(int64_t H, const T* __restrict__ gx,
+                                        const T* __restrict__ gh, const T* __restrict__ b_hh,
+                                        const T* __restrict__ h_prev, T* __restrict__ h_next,
+                                        T* __restrict__ y, T* __restrict__ saved) {
+  using A = at::opmath_type<T>;
+  for (int64_t j = 0; j < H; ++j) {
+    A h_n = A(gh[2 * H + j]) + A(b_hh[2 * H + j]);
+    A r, z, n, h;
+    gru_forward<A>(A(gx[j]), A(gx[H + j]), A(gx[2 * H + j]), A(gh[j]) + A(b_hh[j]),
+                   A(gh[H + j]) + A(b_hh[H + j]), h_n, A(h_prev[j]), r, z, n, h);
+    h_next[j] = T(h);
+    y[j] = T(h);
+    if (Save) {
+      saved[j] = T(r);
+      saved[H + j] = T(z);
+      saved[2 * H + j] = T(n);
+      saved[3 * H + j] = T(h_n);
+    }
+  }
+}
+
+template <class T, bool Relu>
+RNNKIT_SIMD_CLONES void rnn_forward_row(int64_t H, const T* __restrict__ gx,
+                                        const T* __restrict__ gh, const T* __restrict__ b_hh,
+                                        T* __restrict__ h_next, T* __restrict__ y) {
+  using A = at::opmath_type<T>;
+  const CellKind kind = Relu ? CellKind::RNN_RELU : CellKind::RNN_TANH;
+  for (int64_t j = 0; j < H; ++j) {
+    A h = rnn_forward<A>(kind, A(gx[j]) + A(gh[j]) + A(b_hh[j]));
+    h_next[j] = T(h);
+    y[j] = T(h);
+  }
+}
+
+template <class T>
+void forward_step_typed(const ForwardStep& a) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
+  const int64_t W = saved_count(s.kind) * H;
+  const bool project = a.r != nullptr;
+  const T* gx = static_cast<const T*>(a.gx);
+  const T* gh = static_cast<const T*>(a.gh);
+  const T* b_hh = static_cast<const T*>(a.b_hh);
+  const T* h_prev = static_cast<const T*>(a.h_prev);
+  T* h_next = static_cast<T*>(a.h_next);
+  T* r = static_cast<T*>(a.r);
+  T* c = static_cast<T*>(a.c);
+  T* y = static_cast<T*>(a.y);
+  T* saved = static_cast<T*>(a.saved);
+
+  for_rows(s, G, [&](int64_t b0, int64_t b1) {
+    StepShape row = s;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t t = time_of(row, b);
+      if (t < 0) {  // finished: the state stays as it was
+        if (!project) copy_row(h_next + b * P, h_prev + b * P, P);
+        continue;
+      }
+      const int64_t tb = t * B + b;
+      const T* gx_row = gx + tb * G;
+      const T* gh_row = gh + b * G;
+      T* y_row = y + tb * P;
+      T* saved_row = saved ? saved + tb * W : nullptr;
+      switch (s.kind) {
+        case CellKind::LSTM: {
+          T* out = project ? r + b * H : h_next + b * P;
+          T* cb = c + b * H;
+          if (saved && project) lstm_forward_row<T, true, true>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
+          else if (saved) lstm_forward_row<T, true, false>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
+          else if (project) lstm_forward_row<T, false, true>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
+          else lstm_forward_row<T, false, false>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
+          break;
+        }
+        case CellKind::GRU:
+          if (saved) gru_forward_row<T, true>(H, gx_row, gh_row, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+          else gru_forward_row<T, false>(H, gx_row, gh_row, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+          break;
+        case CellKind::RNN_TANH:
+          rnn_forward_row<T, false>(H, gx_row, gh_row, b_hh, h_next + b * P, y_row);
+          break;
+        case CellKind::RNN_RELU:
+          rnn_forward_row<T, true>(H, gx_row, gh_row, b_hh, h_next + b * P, y_row);
+          break;
+      }
+    }
+  });
+}
+
+template <class T>
+void project_step_typed(const ProjectStep& a) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, P = s.P;
+  const T* h_prev = static_cast<const T*>(a.h_prev);
+  T* h_next = static_cast<T*>(a.h_next);
+  T* y = static_cast<T*>(a.y);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t t = time_of(s, b);
+    if (t < 0) copy_row(h_next + b * P, h_prev + b * P, P);
+    else copy_row(y + (t * B + b) * P, h_next + b * P, P);
+  }
+}
+
+// ---- backward ------------------------------------------------------------
+
+template <class T, bool HasDy, bool Project>
+RNNKIT_SIMD_CLONES void lstm_backward_row(int64_t H, const T* __restrict__ dh_in,
+                                          const T* __restrict__ dy, const T* __restrict__ saved,
+                                          const T* __restrict__ c_prev, T* __restrict__ dc,
+                                          T* __restrict__ dgx, T* __restrict__ dg_step,
+                                          T* __restrict__ r_seq) {
+  using A = at::opmath_type<T>;
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(dh_in[j]);
+    if (HasDy) dh += A(dy[j]);
+    A d_i, d_f, d_g, d_o, dc_prev, h;
+    lstm_backward<A>(dh, A(dc[j]), A(saved[j]), A(saved[H + j]), A(saved[2 * H + j]),
+                     A(saved[3 * H + j]), A(saved[4 * H + j]), A(c_prev[j]), d_i, d_f, d_g,
+                     d_o, dc_prev, h);
+    dc[j] = T(dc_prev);
+    dgx[j] = dg_step[j] = T(d_i);
+    dgx[H + j] = dg_step[H + j] = T(d_f);
+    dgx[2 * H + j] = dg_step[2 * H + j] = T(d_g);
+    dgx[3 * H + j] = dg_step[3 * H + j] = T(d_o);
+    if (Project) r_seq[j] = T(h);
+  }
+}
+
+template <class T, bool HasDy>
+RNNKIT_SIMD_CLONES void gru_backward_row(int64_t H, const T* __restrict__ dh_in,
+                                         const T* __restrict__ dy, const T* __restrict__ saved,
+                                         const T* __restrict__ h_prev, T* __restrict__ dgx,
+                                         T* __restrict__ dgh, T* __restrict__ dg_step,
+                                         T* __restrict__ dh_next) {
+  using A = at::opmath_type<T>;
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(dh_in[j]);
+    if (HasDy) dh += A(dy[j]);
+    A d_r, d_z, dx_n, dh_n, direct;
+    gru_backward<A>(dh, A(saved[j]), A(saved[H + j]), A(saved[2 * H + j]), A(saved[3 * H + j]),
+                    A(h_prev[j]), d_r, d_z, dx_n, dh_n, direct);
+    dgx[j] = dgh[j] = dg_step[j] = T(d_r);
+    dgx[H + j] = dgh[H + j] = dg_step[H + j] = T(d_z);
+    dgx[2 * H + j] = T(dx_n);
+    dgh[2 * H + j] = dg_step[2 * H + j] = T(dh_n);
+    dh_next[j] = T(direct);
+  }
+}
+
+template <class T, bool HasDy, bool Relu>
+RNNKIT_SIMD_CLONES void rnn_backward_row(int64_t H, const T* __restrict__ dh_in,
+                                         const T* __restrict__ dy, const T* __restrict__ h,
+                                         T* __restrict__ dgx, T* __restrict__ dg_step) {
+  using A = at::opmath_type<T>;
+  const CellKind kind = Relu ? CellKind::RNN_RELU : CellKind::RNN_TANH;
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(dh_in[j]);
+    if (HasDy) dh += A(dy[j]);
+    dgx[j] = dg_step[j] = T(rnn_backward<A>(kind, dh, A(h[j])));
+  }
+}
+
+template <class T>
+void backward_step_typed(const BackwardStep& a) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
+  const int64_t W = saved_count(s.kind) * H;
+  const bool project = a.dr != nullptr;
+  const bool has_dy = a.dy != nullptr && !project;  // with a projection dy is inside dr
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* dh = static_cast<const T*>(a.dh);
+  const T* dr = static_cast<const T*>(a.dr);
+  T* dc = static_cast<T*>(a.dc);
+  const T* h0 = static_cast<const T*>(a.h0);
+  const T* c0 = static_cast<const T*>(a.c0);
+  const T* y = static_cast<const T*>(a.y);
+  const T* saved = static_cast<const T*>(a.saved);
+  T* dgx = static_cast<T*>(a.dgx);
+  T* dgh = static_cast<T*>(a.dgh);
+  T* dg_step = static_cast<T*>(a.dg_step);
+  T* dh_next = static_cast<T*>(a.dh_next);
+  T* r_seq = static_cast<T*>(a.r_seq);
+
+  for_rows(s, G, [&](int64_t b0, int64_t b1) {
+    StepShape prev = s;
+    prev.step = s.step - 1;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t t = time_of(s, b);
+      if (t < 0) {  // finished: its gradient passes through untouched
+        zero_row(dg_step + b * G, G);
+        copy_row(dh_next + b * P, dh + b * P, P);
+        continue;
+      }
+      const int64_t tb = t * B + b;
+      // The state this step started from: the row's previous time, or h0/c0.
+      const int64_t t_prev = s.step == 0 ? -1 : time_of(prev, b);
+      const T* dh_row = project ? dr + b * H : dh + b * P;
+      const T* dy_row = has_dy ? dy + tb * P : nullptr;
+      const T* saved_row = saved + tb * W;
+      T* dgx_row = dgx + tb * G;
+      T* step_row = dg_step + b * G;
+      switch (s.kind) {
+        case CellKind::LSTM: {
+          const T* c_prev = t_prev < 0 ? c0 + b * H : saved + (t_prev * B + b) * W + 4 * H;
+          T* r_row = project ? r_seq + tb * H : nullptr;
+          T* dcb = dc + b * H;
+          if (has_dy) lstm_backward_row<T, true, false>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+          else if (project) lstm_backward_row<T, false, true>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+          else lstm_backward_row<T, false, false>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+          zero_row(dh_next + b * P, P);
+          break;
+        }
+        case CellKind::GRU: {
+          const T* h_prev = t_prev < 0 ? h0 + b * P : y + (t_prev * B + b) * P;
+          if (has_dy) gru_backward_row<T, true>(H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
+          else gru_backward_row<T, false>(H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
+          break;
+        }
+        case CellKind::RNN_TANH:
+        case CellKind::RNN_RELU: {
+          const T* h = y + tb * P;
+          const bool relu = s.kind == CellKind::RNN_RELU;
+          if (has_dy && relu) rnn_backward_row<T, true, true>(H, dh_row, dy_row, h, dgx_row, step_row);
+          else if (has_dy) rnn_backward_row<T, true, false>(H, dh_row, dy_row, h, dgx_row, step_row);
+          else if (relu) rnn_backward_row<T, false, true>(H, dh_row, dy_row, h, dgx_row, step_row);
+          else rnn_backward_row<T, false, false>(H, dh_row, dy_row, h, dgx_row, step_row);
+          zero_row(dh_next + b * P, P);
+          break;
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void project_backward_step_typed(const ProjectBackwardStep& a) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, P = s.P;
+  const T* dy = static_cast<const T*>(a.dy);
+  const T* dh = static_cast<const T*>(a.dh);
+  T* dhp_seq = static_cast<T*>(a.dhp_seq);
+  T* dhp_step = static_cast<T*>(a.dhp_step);
+  using A = at::opmath_type<T>;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t t = time_of(s, b);
+    T* out = dhp_step + b * P;
+    if (t < 0) {
+      zero_row(out, P);
+      continue;
+    }
+    const int64_t tb = t * B + b;
+    for (int64_t j = 0; j < P; ++j) {
+      A v = A(dh[b * P + j]) + (dy ? A(dy[tb * P + j]) : A(0));
+      out[j] = dhp_seq[tb * P + j] = T(v);
+    }
+  }
+}
+
+#define RNNKIT_DISPATCH_STEP(dtype, fn, arg)                                              \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "rnnkit_cpu_step", \
+                                  [&] { fn<scalar_t>(arg); })
+
+void forward_step(const ForwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, forward_step_typed, a); }
+void project_step(const ProjectStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, project_step_typed, a); }
+void backward_step(const BackwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, backward_step_typed, a); }
+void project_backward_step(const ProjectBackwardStep& a) {
+  RNNKIT_DISPATCH_STEP(a.shape.dtype, project_backward_step_typed, a);
+}
+
+const StepKernels kCpuKernels{forward_step, project_step, backward_step, project_backward_step};
+
+struct RegisterCpu {
+  RegisterCpu() { register_step_kernels(c10::DeviceType::CPU, &kCpuKernels); }
+} register_cpu;
+
+}  // namespace
+}  // namespace rnnkit

@@ -1,0 +1,96 @@
+// What the sequence driver hands a device for one time step, and how the
+// devices register their step kernels. Raw pointers only: the CUDA side
+// compiles without torch/extension.h, and no step allocates.
+//
+// Layouts (all contiguous, row-major):
+//   time-ordered  (T, B, X): indexed by each row's own time t
+//   step buffers  (B, X):    the rows as the recurrent GEMM sees them
+// A row b at step s works on time t = time_of(...): s going forward,
+// len_b - 1 - s in reverse; once s >= len_b the row has finished and only
+// carries its state (forward) or its gradient (backward) through.
+#pragma once
+
+#include <c10/core/DeviceType.h>
+#include <c10/core/ScalarType.h>
+
+#include "cells.h"
+
+namespace rnnkit {
+
+struct StepShape {
+  CellKind kind;
+  c10::ScalarType dtype;
+  int64_t step, T, B, H, P;  // P: width of h (proj_size, else H)
+  bool reverse;
+  const int64_t* lengths;    // (B) on the device, or null: every row runs T steps
+};
+
+// Time index of row b at step s, or -1 once the row has finished.
+RNNKIT_HD int64_t time_of(const StepShape& s, int64_t b) {
+  int64_t len = s.lengths ? s.lengths[b] : s.T;
+  len = len > s.T ? s.T : len;
+  if (s.step >= len) return -1;
+  return s.reverse ? len - 1 - s.step : s.step;
+}
+
+struct ForwardStep {
+  StepShape shape;
+  const void* gx;      // (T,B,G) x W_ih^T + b_ih
+  const void* gh;      // (B,G)   h_prev W_hh^T
+  const void* b_hh;    // (G) or null
+  const void* h_prev;  // (B,P)
+  void* h_next;        // (B,P)   written here unless there is a projection
+  void* r;             // (B,H)   projection only: o * tanh(c), the GEMM's input
+  void* c;             // (B,H)   LSTM cell state, updated in place
+  void* y;             // (T,B,P) written here unless there is a projection
+  void* saved;         // (T,B,saved_count*H) for backward, or null
+};
+
+// After the projection GEMM wrote h_next = r W_hr^T for every row: copy it to
+// y for running rows, and put h_prev back for finished ones.
+struct ProjectStep {
+  StepShape shape;
+  const void* h_prev;  // (B,P)
+  void* h_next;        // (B,P)
+  void* y;             // (T,B,P)
+};
+
+struct BackwardStep {
+  StepShape shape;
+  const void* dy;      // (T,B,P) or null
+  const void* dh;      // (B,P) gradient reaching h from later steps
+  const void* dr;      // (B,H) projection only: gradient of o*tanh(c); replaces dh + dy
+  void* dc;            // (B,H) LSTM, updated in place
+  const void* h0;      // (B,P) GRU: h before step 0
+  const void* c0;      // (B,H) LSTM: c before step 0
+  const void* y;       // (T,B,P) GRU/RNN: the hidden states
+  const void* saved;   // (T,B,saved_count*H)
+  void* dgx;           // (T,B,G) gradient of the input-side pre-activations
+  void* dgh;           // (T,B,G) GRU hidden side; same pointer as dgx otherwise
+  void* dg_step;       // (B,G)   this step's hidden-side gradients, for dh_prev
+  void* dh_next;       // (B,P)   direct part of dh_prev; the driver adds dg_step W_hh
+  void* r_seq;         // (T,B,H) projection only: o*tanh(c) for dW_hr
+};
+
+// With a projection: dhp = dh + dy for running rows, kept time-ordered for
+// dW_hr and as a step buffer for dr = dhp W_hr.
+struct ProjectBackwardStep {
+  StepShape shape;
+  const void* dy;      // (T,B,P) or null
+  const void* dh;      // (B,P)
+  void* dhp_seq;       // (T,B,P)
+  void* dhp_step;      // (B,P)
+};
+
+struct StepKernels {
+  void (*forward)(const ForwardStep&);
+  void (*project)(const ProjectStep&);
+  void (*backward)(const BackwardStep&);
+  void (*project_backward)(const ProjectBackwardStep&);
+};
+
+// Each device file registers its kernels at load time.
+void register_step_kernels(c10::DeviceType device, const StepKernels* kernels);
+const StepKernels& step_kernels_for(c10::DeviceType device);
+
+}  // namespace rnnkit

@@ -1,0 +1,7 @@
+"""rnnkit: fused LSTM, GRU and Elman RNN kernels for PyTorch, as drop-ins for torch.nn."""
+from . import ops
+from ._C import built_with_cuda
+from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+
+__version__ = "0.1.0"
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ops", "built_with_cuda"]

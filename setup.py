@@ -1,0 +1,86 @@
+"""Builds rnnkit._C against the torch that is installed (use --no-build-isolation).
+
+CUDA sources in csrc/cuda/ are compiled when torch is a CUDA build and nvcc is
+found; no GPU is needed to compile them. RNNKIT_CUDA=1 forces them (failing
+if they cannot be built), RNNKIT_CUDA=0 leaves them out.
+"""
+import glob
+import os
+import shutil
+import site
+import sys
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_cuda_home():
+    """The toolkit folder. `nvcc` on the PATH may be a wrapper script, so
+    torch's guess (the folder above it) can be wrong: prefer CUDA_HOME, then
+    a folder that really holds lib64/libcudart, then nvcc's real location."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for folder in candidates:
+        if folder and os.path.exists(os.path.join(folder, "bin", "nvcc")) and glob.glob(
+            os.path.join(folder, "lib*", "libcudart*")
+        ):
+            return folder
+    return None
+
+
+def want_cuda():
+    forced = os.environ.get("RNNKIT_CUDA")
+    cuda_home = find_cuda_home() if torch.version.cuda else None
+    if forced == "0":
+        return None
+    if forced == "1" and cuda_home is None:
+        sys.exit("RNNKIT_CUDA=1 but torch is not a CUDA build or no CUDA toolkit (nvcc + libcudart) was found")
+    return cuda_home
+
+
+def nvidia_wheel_includes():
+    """cublas_v2.h and cusparse.h, needed by ATen/cuda/CUDAContext.h, come
+    from the nvidia wheels that torch installs, not from the toolkit."""
+    found = []
+    for base in site.getsitepackages() + [site.getusersitepackages()]:
+        found += glob.glob(os.path.join(base, "nvidia", "cu*", "include"))
+        found += glob.glob(os.path.join(base, "nvidia", "*", "include"))
+    return sorted(set(found))
+
+
+def extension():
+    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cxx = ["-O3", "-fno-math-errno"]
+    cuda_home = want_cuda()
+    if cuda_home is None:
+        return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx})
+    # torch reads CUDA_HOME when it is imported; point it at the real toolkit.
+    os.environ["CUDA_HOME"] = cuda_home
+    cpp_extension.CUDA_HOME = cuda_home
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    nvcc = ["-O3", "-DRNNKIT_WITH_CUDA"]
+    return cpp_extension.CUDAExtension(
+        "rnnkit._C",
+        sources,
+        include_dirs=nvidia_wheel_includes(),
+        extra_compile_args={"cxx": cxx + ["-DRNNKIT_WITH_CUDA"], "nvcc": nvcc},
+    )
+
+
+setup(
+    name="rnnkit",
+    version="0.1.0",
+    description="Fused LSTM/GRU/RNN kernels for PyTorch, drop-in for torch.nn",
+    packages=find_packages(include=["rnnkit", "rnnkit.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.9",
+    install_requires=["torch>=2.4"],
+)
