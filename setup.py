@@ -56,7 +56,8 @@ def nvidia_wheel_includes():
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-fno-math-errno"]
+    # No trapping math lets GCC vectorise the branch-free cell loops (results unchanged).
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     cuda_home = want_cuda()
     if cuda_home is None:
         return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx})

@@ -34,6 +34,9 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
     for name, t in (("h0", h0), ("weight_hh", w_hh)):
         if t.dtype != x.dtype:
             raise TypeError(f"rnnkit: {name} has dtype {t.dtype} but the input has dtype {x.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
+                             "all tensors must be on the same device")
     T, B, _ = x.shape
     H = w_hh.shape[0] // GATES[mode]
     P = w_hr.shape[0] if w_hr is not None else H

@@ -12,9 +12,13 @@
 
 #include "../step.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// x86-64-v4 is AVX-512, v3 AVX2 + FMA; GCC picks the clone by CPU features
+// (clones named after a CPU model would be picked by model, not features).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define RNNKIT_SIMD_CLONES \
-  __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define RNNKIT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define RNNKIT_SIMD_CLONES
 #endif

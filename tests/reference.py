@@ -1,0 +1,36 @@
+"""torch.nn as the reference for the raw ops: build a torch.nn layer, hand its
+weights to an rnnkit op, and compare values and every gradient."""
+import torch
+
+MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+
+
+def torch_layer(mode, input_size, hidden_size, bias=True, proj_size=0, bidirectional=False,
+                dtype=torch.float64):
+    kwargs = dict(bias=bias, bidirectional=bidirectional, dtype=dtype)
+    if mode == "LSTM":
+        return torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size, **kwargs)
+    if mode == "GRU":
+        return torch.nn.GRU(input_size, hidden_size, **kwargs)
+    return torch.nn.RNN(input_size, hidden_size, nonlinearity=mode[4:].lower(), **kwargs)
+
+
+def torch_cell(mode, input_size, hidden_size, bias=True, dtype=torch.float64):
+    if mode == "LSTM":
+        return torch.nn.LSTMCell(input_size, hidden_size, bias, dtype=dtype)
+    if mode == "GRU":
+        return torch.nn.GRUCell(input_size, hidden_size, bias, dtype=dtype)
+    return torch.nn.RNNCell(input_size, hidden_size, bias, mode[4:].lower(), dtype=dtype)
+
+
+def layer_weights(module, suffix="_l0"):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer/direction of a torch.nn module."""
+    get = lambda name: getattr(module, name + suffix, None)  # noqa: E731
+    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
+
+
+def assert_close(actual, expected, dtype, what):
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}[dtype]
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert err <= tol * max(1.0, expected.abs().max().item()), f"{what}: max error {err:.3e}"

@@ -1,0 +1,708 @@
+"""rnnkit's nn.Module drop-ins against torch.nn, with weights copied across.
+
+Every comparison checks outputs, final states and the gradients of the input,
+h0, c0 and every parameter. The list of configurations is fixed (generated
+below); the inputs are fresh random numbers every run (the seed is printed
+on failure; set RNNKIT_TEST_SEED to replay one).
+"""
+import copy
+import io
+import itertools
+import os
+import pickle
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import rnnkit
+
+TOL = {torch.float64: dict(atol=1e-9, rtol=1e-7), torch.float32: dict(atol=1e-5, rtol=1e-4)}
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed():
+    seed = int(os.environ.get("RNNKIT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    print(f"RNNKIT_TEST_SEED={seed}")
+    torch.manual_seed(seed)
+    yield
+
+
+# ---- helpers -------------------------------------------------------------------
+
+# (class name in torch.nn / rnnkit, extra constructor kwargs)
+SEQ_KINDS = {
+    "LSTM": ("LSTM", {}),
+    "GRU": ("GRU", {}),
+    "RNN_TANH": ("RNN", {"nonlinearity": "tanh"}),
+    "RNN_RELU": ("RNN", {"nonlinearity": "relu"}),
+}
+CELL_KINDS = {
+    "LSTMCell": ("LSTMCell", {}),
+    "GRUCell": ("GRUCell", {}),
+    "RNNCell_TANH": ("RNNCell", {"nonlinearity": "tanh"}),
+    "RNNCell_RELU": ("RNNCell", {"nonlinearity": "relu"}),
+}
+
+
+def make_pair(cls_name, dtype=torch.float64, **kwargs):
+    """A torch.nn module and an rnnkit one holding the same weights."""
+    ref = getattr(nn, cls_name)(dtype=dtype, **kwargs)
+    mine = getattr(rnnkit, cls_name)(dtype=dtype, **kwargs)
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    return ref, mine
+
+
+def flat_outputs(result):
+    """The tensors a module call returns, PackedSequence data included, in order."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    out = []
+    for item in result:
+        if isinstance(item, PackedSequence):
+            out.append(item.data)
+        elif isinstance(item, (tuple, list)):
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+def compare(ref, mine, inputs, call, dtype=torch.float64):
+    """Run call(module, inputs) on both modules with separate copies of the leaf
+    tensors in inputs (None allowed); compare outputs, then the gradients of
+    every input leaf and every parameter under the same random upstream
+    gradients. Returns both results for extra checks."""
+    tol = TOL[dtype]
+    ref_inputs = [None if t is None else t.detach().clone().requires_grad_(t.requires_grad)
+                  for t in inputs]
+    ref_result = call(ref, ref_inputs)
+    my_result = call(mine, inputs)
+    ref_out, my_out = flat_outputs(ref_result), flat_outputs(my_result)
+    assert len(ref_out) == len(my_out)
+    for i, (a, b) in enumerate(zip(my_out, ref_out)):
+        assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} vs {b.dtype}"
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, i=i: f"output {i}: {m}")
+
+    ref_names = [n for n, _ in ref.named_parameters()]
+    assert [n for n, _ in mine.named_parameters()] == ref_names
+    upstream = [torch.randn_like(o) for o in ref_out]
+
+    def grads(module, leaves, outs):
+        wrt = [t for t in leaves if t is not None and t.requires_grad] + list(module.parameters())
+        loss = sum((o * g).sum() for o, g in zip(outs, upstream))
+        return torch.autograd.grad(loss, wrt, allow_unused=True)
+
+    names = [f"input{i}" for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+    names += ref_names
+    for name, a, b in zip(names, grads(mine, inputs, my_out), grads(ref, ref_inputs, ref_out)):
+        assert (a is None) == (b is None), f"grad of {name}: {a} vs {b}"
+        if a is not None:
+            torch.testing.assert_close(a, b, **tol, msg=lambda m, name=name: f"grad of {name}: {m}")
+    return ref_result, my_result
+
+
+def seq_call(module, inputs):
+    x, h0, c0 = inputs
+    if h0 is None:
+        return module(x)
+    return module(x, (h0, c0) if c0 is not None else h0)
+
+
+def make_seq_inputs(kind, T, B, I, H, P, layers, bidirectional, batch_first, given_h0, dtype,
+                    batched=True):
+    D = 2 if bidirectional else 1
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=dtype)
+    h0 = torch.randn(layers * D, B, P or H, dtype=dtype) if given_h0 else None
+    c0 = torch.randn(layers * D, B, H, dtype=dtype) if given_h0 and kind == "LSTM" else None
+    if not batched:  # unbatched: drop the batch dimension
+        x = x[0] if batch_first else x[:, 0]
+        h0 = None if h0 is None else h0[:, 0]
+        c0 = None if c0 is None else c0[:, 0]
+    return [None if t is None else t.requires_grad_() for t in (x, h0, c0)]
+
+
+# ---- the generated grid of sequence-module configurations ------------------------
+
+SIZES = list(itertools.product((1, 3, 7), (1, 3), (3, 5, 17), (3, 5, 17)))  # T, B, I, H
+
+
+def _seq_grid():
+    configs = []
+    for kind in SEQ_KINDS:
+        for layers, bidirectional, batch_first, bias, with_proj, given_h0 in itertools.product(
+                (1, 2, 3), (False, True), (False, True), (True, False),
+                (False, True) if kind == "LSTM" else (False,), (False, True)):
+            i = len(configs)
+            T, B, I, H = SIZES[(i * 7) % len(SIZES)]  # a fixed spread over the sizes
+            P = max(1, H // 2) if with_proj else 0
+            dtype = torch.float32 if i % 4 == 0 else torch.float64
+            cfg = dict(kind=kind, layers=layers, bidirectional=bidirectional,
+                       batch_first=batch_first, bias=bias, P=P, given_h0=given_h0,
+                       T=T, B=B, I=I, H=H, dtype=dtype)
+            name = (f"{kind}-L{layers}{'-bi' if bidirectional else ''}{'-bf' if batch_first else ''}"
+                    f"{'' if bias else '-nobias'}{f'-proj{P}' if P else ''}{'-h0' if given_h0 else ''}"
+                    f"-T{T}B{B}I{I}H{H}-{str(dtype)[6:]}")
+            configs.append(pytest.param(cfg, id=name))
+    return configs
+
+
+SEQ_GRID = _seq_grid()
+
+
+@pytest.mark.parametrize("cfg", SEQ_GRID)
+def test_sequence_grid(cfg):
+    cls_name, extra = SEQ_KINDS[cfg["kind"]]
+    kwargs = dict(input_size=cfg["I"], hidden_size=cfg["H"], num_layers=cfg["layers"],
+                  bias=cfg["bias"], batch_first=cfg["batch_first"],
+                  bidirectional=cfg["bidirectional"], **extra)
+    if cfg["P"]:
+        kwargs["proj_size"] = cfg["P"]
+    ref, mine = make_pair(cls_name, cfg["dtype"], **kwargs)
+    inputs = make_seq_inputs(cfg["kind"], cfg["T"], cfg["B"], cfg["I"], cfg["H"], cfg["P"],
+                             cfg["layers"], cfg["bidirectional"], cfg["batch_first"],
+                             cfg["given_h0"], cfg["dtype"])
+    compare(ref, mine, inputs, seq_call, cfg["dtype"])
+
+
+def test_grid_is_big():
+    assert len(SEQ_GRID) == 240
+
+
+# ---- input layouts ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", SEQ_KINDS)
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("given_h0", [False, True])
+def test_unbatched(kind, batch_first, given_h0):
+    cls_name, extra = SEQ_KINDS[kind]
+    P = 2 if kind == "LSTM" else 0
+    kwargs = dict(proj_size=P) if P else {}
+    ref, mine = make_pair(cls_name, input_size=3, hidden_size=5, num_layers=2, bidirectional=True,
+                          batch_first=batch_first, **kwargs, **extra)
+    inputs = make_seq_inputs(kind, 4, 1, 3, 5, P, 2, True, batch_first, given_h0, torch.float64,
+                             batched=False)
+    ref_result, my_result = compare(ref, mine, inputs, seq_call)
+    assert my_result[0].shape == ref_result[0].shape == (4, 2 * (P or 5))
+
+
+@pytest.mark.parametrize("kind", SEQ_KINDS)
+def test_non_contiguous_inputs(kind):
+    cls_name, extra = SEQ_KINDS[kind]
+    ref, mine = make_pair(cls_name, input_size=3, hidden_size=5, num_layers=2, bidirectional=True,
+                          **extra)
+    # x: every other time step of a wider tensor, with features strided; h0/c0 transposed views.
+    base = torch.randn(10, 3, 6, dtype=torch.float64, requires_grad=True)
+    h_base = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    c_base = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+
+    def call(module, leaves):
+        b, hb, cb = leaves
+        x = b[::2, :, ::2]
+        h0 = hb.transpose(0, 1)
+        assert not x.is_contiguous() and not h0.is_contiguous()
+        return module(x, (h0, cb.transpose(0, 1)) if kind == "LSTM" else h0)
+
+    compare(ref, mine, [base, h_base, c_base if kind == "LSTM" else None], call)
+
+
+def _lengths(B, T, sorted_):
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[random.randrange(B)] = T  # one full-length sequence
+    if sorted_:
+        lengths = lengths.sort(descending=True).values
+    return lengths
+
+
+PACKED_GRID = [
+    pytest.param(kind, layers, bidirectional, enforce_sorted, given_h0, batch_first,
+                 id=f"{kind}-L{layers}{'-bi' if bidirectional else ''}"
+                    f"{'-sorted' if enforce_sorted else '-unsorted'}{'-h0' if given_h0 else ''}"
+                    f"{'-bf' if batch_first else ''}")
+    for kind in ("LSTM", "LSTM_PROJ", "GRU", "RNN_TANH", "RNN_RELU")
+    for layers, bidirectional in ((1, False), (1, True), (3, True))
+    for enforce_sorted in (True, False)
+    for given_h0 in (False, True)
+    for batch_first in ((False,) if given_h0 else (False, True))
+]
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional,enforce_sorted,given_h0,batch_first", PACKED_GRID)
+def test_packed(kind, layers, bidirectional, enforce_sorted, given_h0, batch_first):
+    P = 3 if kind == "LSTM_PROJ" else 0
+    kind = "LSTM" if kind == "LSTM_PROJ" else kind
+    cls_name, extra = SEQ_KINDS[kind]
+    if P:
+        extra = dict(extra, proj_size=P)
+    T, B, I, H = 7, 5, 3, 5
+    ref, mine = make_pair(cls_name, input_size=I, hidden_size=H, num_layers=layers,
+                          bidirectional=bidirectional, batch_first=batch_first, **extra)
+    x, h0, c0 = make_seq_inputs(kind, T, B, I, H, P, layers, bidirectional, batch_first, given_h0,
+                                torch.float64)
+    lengths = _lengths(B, T, enforce_sorted)
+
+    def call(module, leaves):
+        x, h0, c0 = leaves
+        packed = pack_padded_sequence(x, lengths, batch_first=batch_first,
+                                      enforce_sorted=enforce_sorted)
+        return seq_call(module, [packed, h0, c0])
+
+    ref_result, my_result = compare(ref, mine, [x, h0, c0], call)
+    a, b = my_result[0], ref_result[0]
+    assert isinstance(a, PackedSequence)
+    assert torch.equal(a.batch_sizes, b.batch_sizes)
+    for name in ("sorted_indices", "unsorted_indices"):
+        ia, ib = getattr(a, name), getattr(b, name)
+        assert (ia is None and ib is None) or torch.equal(ia, ib), name
+
+
+def test_packed_final_state_is_each_sequences_last_step():
+    """Independent of torch.nn: run each sequence alone and compare."""
+    m = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    lengths = torch.tensor([2, 5, 1, 4])
+    seqs = [torch.randn(int(n), 3, dtype=torch.float64) for n in lengths]
+    packed = nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    out, (h, c) = m(packed)
+    padded, out_lengths = nn.utils.rnn.pad_packed_sequence(out)
+    assert torch.equal(out_lengths, lengths)
+    for b, s in enumerate(seqs):
+        y1, (h1, c1) = m(s)
+        torch.testing.assert_close(padded[: len(s), b], y1)
+        assert padded[len(s):, b].abs().max() == 0 if len(s) < padded.size(0) else True
+        torch.testing.assert_close(h[:, b], h1)
+        torch.testing.assert_close(c[:, b], c1)
+
+
+# ---- dropout, training and eval ------------------------------------------------------
+
+def test_dropout_changes_outputs_in_training_only():
+    m = rnnkit.LSTM(3, 8, num_layers=3, dropout=0.5, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    m.train()
+    y1, _ = m(x)
+    y2, _ = m(x)
+    assert not torch.allclose(y1, y2)
+    m.eval()
+    y3, _ = m(x)
+    y4, _ = m(x)
+    assert torch.equal(y3, y4)
+    ref = nn.LSTM(3, 8, num_layers=3, dropout=0.5, dtype=torch.float64).eval()
+    ref.load_state_dict(m.state_dict())
+    torch.testing.assert_close(y3, ref(x)[0], **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("kind", SEQ_KINDS)
+def test_dropout_one_matches_torch_in_training(kind):
+    # p=1 zeroes every layer output but the last, deterministically, so torch.nn
+    # and rnnkit must agree exactly even in training mode.
+    cls_name, extra = SEQ_KINDS[kind]
+    ref, mine = make_pair(cls_name, input_size=3, hidden_size=4, num_layers=2, dropout=1.0,
+                          bidirectional=True, **extra)
+    ref.train(), mine.train()
+    compare(ref, mine, make_seq_inputs(kind, 4, 2, 3, 4, 0, 2, True, False, True, torch.float64),
+            seq_call)
+
+
+@pytest.mark.parametrize("cls_name", ["LSTM", "GRU", "RNN"])
+def test_dropout_warning_with_one_layer(cls_name):
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        getattr(nn, cls_name)(3, 4, dropout=0.3)
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        getattr(rnnkit, cls_name)(3, 4, dropout=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        getattr(rnnkit, cls_name)(3, 4, num_layers=2, dropout=0.3)
+
+
+@pytest.mark.parametrize("kind", SEQ_KINDS)
+def test_backward_in_eval_mode(kind):
+    cls_name, extra = SEQ_KINDS[kind]
+    ref, mine = make_pair(cls_name, input_size=3, hidden_size=5, num_layers=2, bidirectional=True,
+                          dropout=0.5, **extra)
+    ref.eval(), mine.eval()
+    compare(ref, mine, make_seq_inputs(kind, 6, 3, 3, 5, 0, 2, True, False, True, torch.float64),
+            seq_call)
+
+
+def test_no_grad_and_inference_mode():
+    ref, mine = make_pair("LSTM", input_size=3, hidden_size=5, num_layers=2)
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x)[0], ref(x)[0], **TOL[torch.float64])
+    with torch.inference_mode():
+        torch.testing.assert_close(mine(x)[0], ref(x)[0], **TOL[torch.float64])
+
+
+def test_gradcheck_lstm_two_layer_bidirectional_projection():
+    m = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, dtype=torch.float64)
+    names = [n for n, _ in m.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in m.parameters()]
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, h0, c0, *params):
+        y, (h, c) = torch.func.functional_call(m, dict(zip(names, params)), (x, (h0, c0)))
+        return y, h, c
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+
+
+def test_gradcheck_packed_gru():
+    m = rnnkit.GRU(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64)
+    names = [n for n, _ in m.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in m.parameters()]
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 4, 1])
+
+    def f(x, h0, *params):
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        y, h = torch.func.functional_call(m, dict(zip(names, params)), (packed, h0))
+        return y.data, h
+
+    assert torch.autograd.gradcheck(f, (x, h0, *params))
+
+
+# ---- module surface: parameters, state_dict, copies, repr ---------------------------------
+
+SURFACE_CONFIGS = [
+    ("LSTM", dict(input_size=3, hidden_size=5)),
+    ("LSTM", dict(input_size=3, hidden_size=5, num_layers=2, bias=False, bidirectional=True,
+                  proj_size=2, batch_first=True, dropout=0.25)),
+    ("LSTM", dict(input_size=3, hidden_size=5, num_layers=3, proj_size=4)),
+    ("GRU", dict(input_size=4, hidden_size=3, num_layers=2, bidirectional=True)),
+    ("GRU", dict(input_size=4, hidden_size=3, bias=False, batch_first=True)),
+    ("RNN", dict(input_size=2, hidden_size=3, nonlinearity="relu", num_layers=2, dropout=0.1)),
+    ("RNN", dict(input_size=2, hidden_size=3, bias=False, bidirectional=True)),
+    ("LSTMCell", dict(input_size=3, hidden_size=5)),
+    ("LSTMCell", dict(input_size=3, hidden_size=5, bias=False)),
+    ("GRUCell", dict(input_size=3, hidden_size=4, bias=False)),
+    ("RNNCell", dict(input_size=3, hidden_size=4, nonlinearity="relu")),
+    ("RNNCell", dict(input_size=3, hidden_size=4, bias=False)),
+]
+SURFACE_IDS = [f"{c}-{i}" for i, (c, _) in enumerate(SURFACE_CONFIGS)]
+
+
+@pytest.mark.parametrize("cls_name,kwargs", SURFACE_CONFIGS, ids=SURFACE_IDS)
+def test_parameters_repr_and_init_match_torch(cls_name, kwargs):
+    seed = torch.initial_seed()
+    torch.manual_seed(seed)
+    ref = getattr(nn, cls_name)(**kwargs)
+    torch.manual_seed(seed)
+    mine = getattr(rnnkit, cls_name)(**kwargs)
+    assert repr(mine) == repr(ref)
+    ref_sd, my_sd = ref.state_dict(), mine.state_dict()
+    assert list(my_sd) == list(ref_sd)
+    for name in ref_sd:
+        assert my_sd[name].shape == ref_sd[name].shape, name
+        # Same registration order and the same init draws: identical values.
+        assert torch.equal(my_sd[name], ref_sd[name]), name
+    bound = 1 / kwargs["hidden_size"] ** 0.5
+    assert all(p.abs().max() <= bound for p in mine.parameters())
+    for attr in ("bias_ih_l0", "bias_hh_l0", "weight_hr_l0", "bias_ih", "bias_hh",
+                 "weight_ih_l1_reverse", "input_size", "hidden_size", "num_layers", "bias",
+                 "batch_first", "dropout", "bidirectional", "proj_size", "mode", "nonlinearity"):
+        assert hasattr(mine, attr) == hasattr(ref, attr), attr
+        if hasattr(ref, attr):
+            a, b = getattr(mine, attr), getattr(ref, attr)
+            assert (a is None) == (b is None) and (a is None or type(a) is type(b)), attr
+            if not isinstance(a, torch.Tensor):
+                assert a == b, attr
+    if not cls_name.endswith("Cell"):
+        assert mine._flat_weights_names == ref._flat_weights_names
+        assert [[w.shape for w in ws] for ws in mine.all_weights] == \
+            [[w.shape for w in ws] for ws in ref.all_weights]
+        assert all(a is b for a, b in zip(mine._flat_weights, mine.parameters()))
+        mine.flatten_parameters()
+    mine.reset_parameters()
+    assert not torch.equal(next(mine.parameters()), next(ref.parameters()))
+
+
+@pytest.mark.parametrize("cls_name,kwargs", SURFACE_CONFIGS, ids=SURFACE_IDS)
+def test_state_dict_round_trip_both_ways(cls_name, kwargs):
+    kwargs = dict(kwargs, dropout=0.0) if "dropout" in kwargs else kwargs
+    ref = getattr(nn, cls_name)(**kwargs, dtype=torch.float64)
+    mine = getattr(rnnkit, cls_name)(**kwargs, dtype=torch.float64)
+    ref.load_state_dict(mine.state_dict(), strict=True)  # rnnkit -> torch.nn
+    back = getattr(rnnkit, cls_name)(**kwargs, dtype=torch.float64)
+    back.load_state_dict(ref.state_dict(), strict=True)  # torch.nn -> rnnkit
+    for a, b in zip(back.state_dict().values(), mine.state_dict().values()):
+        assert torch.equal(a, b)
+    x = torch.randn(2, kwargs["input_size"], dtype=torch.float64)
+    if not cls_name.endswith("Cell"):
+        x = x.unsqueeze(1)
+    ra, rb = flat_outputs(ref(x)), flat_outputs(back(x))
+    for a, b in zip(rb, ra):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def _outputs_equal(m1, m2, x):
+    for a, b in zip(flat_outputs(m1(x)), flat_outputs(m2(x))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_deepcopy_pickle_and_torch_save():
+    m = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2)
+    x = torch.randn(4, 2, 3)
+    c = copy.deepcopy(m)
+    _outputs_equal(m, c, x)
+    with torch.no_grad():
+        c.weight_ih_l0.add_(1)
+    assert not torch.equal(c.weight_ih_l0, m.weight_ih_l0)  # a real copy
+    _outputs_equal(m, pickle.loads(pickle.dumps(m)), x)
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    _outputs_equal(m, torch.load(buf, weights_only=False), x)
+    cell = rnnkit.GRUCell(3, 4)
+    _outputs_equal(cell, pickle.loads(pickle.dumps(copy.deepcopy(cell))), torch.randn(2, 3))
+
+
+def test_double_and_to():
+    ref = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+    mine = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True)
+    mine.load_state_dict(ref.state_dict())
+    ref.double(), mine.double()
+    assert all(p.dtype == torch.float64 for p in mine.parameters())
+    compare(ref, mine, make_seq_inputs("GRU", 5, 2, 3, 4, 0, 2, True, False, True, torch.float64),
+            seq_call)
+    mine.to(torch.float32)
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(mine(x)[0], ref.float()(x)[0], **TOL[torch.float32])
+    cell = rnnkit.LSTMCell(3, 4).double()
+    assert cell(torch.randn(2, 3, dtype=torch.float64))[0].dtype == torch.float64
+
+
+def test_assigning_a_parameter_is_used():
+    m = rnnkit.RNN(3, 4)
+    ref = nn.RNN(3, 4)
+    ref.load_state_dict(m.state_dict())
+    new = nn.Parameter(torch.randn(4, 3))
+    m.weight_ih_l0 = new
+    ref.weight_ih_l0 = nn.Parameter(new.detach().clone())
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(m(x)[0], ref(x)[0], **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("cls_name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_functional_call(cls_name):
+    ref = getattr(nn, cls_name)(3, 4, dtype=torch.float64)
+    mine = getattr(rnnkit, cls_name)(3, 4, dtype=torch.float64)
+    params = {n: torch.randn_like(p) for n, p in mine.named_parameters()}
+    ref.load_state_dict(params)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    if not cls_name.endswith("Cell"):
+        x = x.unsqueeze(0)
+    out = flat_outputs(torch.func.functional_call(mine, params, (x,)))
+    for a, b in zip(out, flat_outputs(ref(x))):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+    # and the module's own parameters are untouched
+    assert not torch.equal(next(mine.parameters()), params[next(iter(params))])
+
+
+def test_autocast_cpu_runs_in_bfloat16():
+    ref, mine = make_pair("LSTM", dtype=torch.float32, input_size=3, hidden_size=5, num_layers=2)
+    x = torch.randn(4, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, (h, c) = mine(x)
+        y_ref, _ = ref(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_ref.float(), atol=3e-2, rtol=3e-2)
+
+
+# ---- cells ----------------------------------------------------------------------------
+
+def _cell_grid():
+    configs = []
+    for kind, bias, given_hx, batched in itertools.product(CELL_KINDS, (True, False),
+                                                           (False, True), (True, False)):
+        for j in range(2):
+            i = len(configs)
+            _, B, I, H = SIZES[(i * 11 + 5) % len(SIZES)]
+            dtype = torch.float32 if i % 4 == 1 else torch.float64
+            cfg = dict(kind=kind, bias=bias, given_hx=given_hx, batched=batched, B=B, I=I, H=H,
+                       dtype=dtype)
+            name = (f"{kind}{'' if bias else '-nobias'}{'-hx' if given_hx else ''}"
+                    f"{'' if batched else '-unbatched'}-B{B}I{I}H{H}-{str(dtype)[6:]}")
+            configs.append(pytest.param(cfg, id=name))
+    return configs
+
+
+CELL_GRID = _cell_grid()
+
+
+@pytest.mark.parametrize("cfg", CELL_GRID)
+def test_cell_grid(cfg):
+    cls_name, extra = CELL_KINDS[cfg["kind"]]
+    dtype, B, H = cfg["dtype"], cfg["B"], cfg["H"]
+    ref, mine = make_pair(cls_name, dtype, input_size=cfg["I"], hidden_size=H, bias=cfg["bias"],
+                          **extra)
+    lead = (B,) if cfg["batched"] else ()
+    x = torch.randn(*lead, cfg["I"], dtype=dtype, requires_grad=True)
+    h = torch.randn(*lead, H, dtype=dtype, requires_grad=True) if cfg["given_hx"] else None
+    c = torch.randn(*lead, H, dtype=dtype, requires_grad=True) \
+        if cfg["given_hx"] and cls_name == "LSTMCell" else None
+
+    def call(module, leaves):
+        x, h, c = leaves
+        if h is None:
+            return module(x)
+        return module(x, (h, c) if c is not None else h)
+
+    ref_result, my_result = compare(ref, mine, [x, h, c], call, dtype)
+    for a, b in zip(flat_outputs(my_result), flat_outputs(ref_result)):
+        assert a.shape == b.shape
+
+
+# ---- errors: the same exception type as torch.nn -------------------------------------------
+
+CTOR_ERRORS = [
+    ("LSTM", (3, 5), dict(dropout=-0.1), ValueError),
+    ("LSTM", (3, 5), dict(dropout=1.5), ValueError),
+    ("LSTM", (3, 5), dict(dropout=True), ValueError),
+    ("GRU", (3, 5), dict(bias=1), TypeError),
+    ("GRU", (3, 5), dict(batch_first="yes"), TypeError),
+    ("RNN", (3.0, 5), {}, TypeError),
+    ("RNN", (0, 5), {}, ValueError),
+    ("LSTM", (3, 2.5), {}, TypeError),
+    ("LSTM", (3, 0), {}, ValueError),
+    ("GRU", (3, 5), dict(num_layers=0), ValueError),
+    ("LSTM", (3, 5), dict(proj_size=-1), ValueError),
+    ("LSTM", (3, 5), dict(proj_size=5), ValueError),
+    ("GRU", (3, 5), dict(proj_size=2), ValueError),
+    ("RNN", (3, 5), dict(proj_size=0), ValueError),
+    ("RNN", (3, 5), dict(nonlinearity="sigmoid"), ValueError),
+    ("RNN", (3, 5, 1, "gelu"), {}, ValueError),
+    ("GRU", (3, 5), dict(no_such_arg=1), TypeError),
+    ("LSTM", (3,), {}, TypeError),
+]
+
+
+@pytest.mark.parametrize("cls_name,args,kwargs,exc", CTOR_ERRORS,
+                         ids=[f"{c}-{i}" for i, (c, *_rest) in enumerate(CTOR_ERRORS)])
+def test_constructor_errors(cls_name, args, kwargs, exc):
+    with pytest.raises(exc):
+        getattr(nn, cls_name)(*args, **kwargs)
+    with pytest.raises(exc):
+        getattr(rnnkit, cls_name)(*args, **kwargs)
+
+
+def test_constructor_positional_order():
+    for a, b in [(nn.RNN(3, 5, 2, "relu", False, True, 0.0, True), 
+                  rnnkit.RNN(3, 5, 2, "relu", False, True, 0.0, True)),
+                 (nn.LSTM(3, 5, 2, False, True, 0.0, True, 2), rnnkit.LSTM(3, 5, 2, False, True, 0.0, True, 2)),
+                 (nn.GRU(3, 5, 2, False, True, 0.0, True), rnnkit.GRU(3, 5, 2, False, True, 0.0, True)),
+                 (nn.RNNCell(3, 5, False, "relu"), rnnkit.RNNCell(3, 5, False, "relu")),
+                 (nn.LSTMCell(3, 5, False), rnnkit.LSTMCell(3, 5, False)),
+                 (nn.GRUCell(3, 5, False), rnnkit.GRUCell(3, 5, False))]:
+        assert repr(a) == repr(b)
+        assert getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
+        assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+
+
+def _x(*shape, dtype=torch.float32):
+    return torch.randn(*shape, dtype=dtype)
+
+
+# (class, constructor kwargs, forward args builder, expected exception)
+FORWARD_ERRORS = [
+    ("LSTM", {}, lambda: (_x(4, 2, 4),), RuntimeError),                       # input_size
+    ("GRU", {}, lambda: (_x(4, 2, 2),), RuntimeError),
+    ("RNN", {}, lambda: (_x(4, 2, 3, 3),), ValueError),                       # 4-D input
+    ("GRU", {}, lambda: (_x(4),), ValueError),                                # 1-D input
+    ("LSTM", {}, lambda: (_x(4, 2, 3, dtype=torch.float64),), ValueError),    # dtype mismatch
+    ("GRU", {}, lambda: (_x(4, 2, 3, dtype=torch.float64),), ValueError),
+    ("GRU", {}, lambda: (_x(4, 2, 3), _x(1, 3, 5)), RuntimeError),            # hidden batch
+    ("RNN", {}, lambda: (_x(4, 2, 3), _x(1, 2, 4)), RuntimeError),            # hidden width
+    ("GRU", dict(num_layers=2), lambda: (_x(4, 2, 3), _x(1, 2, 5)), RuntimeError),  # layers
+    ("LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 4))), RuntimeError),  # c width
+    ("LSTM", dict(proj_size=2), lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5))), RuntimeError),
+    ("GRU", {}, lambda: (_x(4, 2, 3), _x(2, 5)), RuntimeError),               # 2-D hx, batched
+    ("RNN", {}, lambda: (_x(4, 3), _x(1, 2, 5)), RuntimeError),               # 3-D hx, unbatched
+    ("LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(2, 5))), RuntimeError),
+    ("LSTM", {}, lambda: (_x(4, 3), (_x(1, 5), _x(1, 1, 5))), RuntimeError),
+    ("GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, dtype=torch.float64)), RuntimeError),  # hx dtype
+    ("LSTMCell", {}, lambda: (_x(2, 4),), RuntimeError),
+    ("GRUCell", {}, lambda: (_x(2, 3, 1),), ValueError),
+    ("RNNCell", {}, lambda: (_x(2, 3), _x(2, 5, 1)), ValueError),
+    ("LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), _x(1, 1, 5))), ValueError),
+    ("GRUCell", {}, lambda: (_x(2, 3), _x(3, 5)), RuntimeError),              # batch
+    ("RNNCell", {}, lambda: (_x(2, 3), _x(2, 6)), RuntimeError),              # width
+    ("LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), _x(2, 4))), RuntimeError),
+    ("GRUCell", {}, lambda: (_x(2, 3, dtype=torch.float64),), RuntimeError),  # dtype
+    ("RNNCell", {}, lambda: (_x(2, 3), _x(2, 5, dtype=torch.float64)), RuntimeError),
+    ("RNNCell", dict(nonlinearity="gelu"), lambda: (_x(2, 3),), RuntimeError),
+    ("LSTMCell", {}, lambda: (_x(3), (_x(2, 5), _x(2, 5))), RuntimeError),    # unbatched, 2-D hx
+]
+
+
+@pytest.mark.parametrize("cls_name,kwargs,args,exc", FORWARD_ERRORS,
+                         ids=[f"{c}-{i}" for i, (c, *_rest) in enumerate(FORWARD_ERRORS)])
+def test_forward_errors(cls_name, kwargs, args, exc):
+    hidden = 5
+    inputs = args()
+    with pytest.raises(exc):
+        getattr(nn, cls_name)(3, hidden, **kwargs)(*inputs)
+    with pytest.raises(exc):
+        getattr(rnnkit, cls_name)(3, hidden, **kwargs)(*inputs)
+
+
+def test_packed_errors():
+    m = rnnkit.GRU(3, 5)
+    packed = nn.utils.rnn.pack_sequence([_x(4, 3), _x(2, 3)])
+    with pytest.raises(RuntimeError, match="Expected hidden size"):
+        m(packed, _x(1, 3, 5))
+    with pytest.raises(RuntimeError, match="input_size"):
+        m(nn.utils.rnn.pack_sequence([_x(4, 2), _x(2, 2)]))
+    with pytest.raises(ValueError, match="dtype"):
+        m(nn.utils.rnn.pack_sequence([_x(4, 3, dtype=torch.float64)]))
+
+
+# ---- torch.compile ---------------------------------------------------------------------------
+
+class _Tagger(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.batch_first = batch_first
+        self.embed = nn.Linear(3, 6)
+        self.rnn = rnnkit.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=batch_first)
+        self.head = nn.Linear(10, 2)
+
+    def forward(self, x):
+        y, (h, c) = self.rnn(torch.tanh(self.embed(x)))
+        return self.head(y), h.sum(0), c.sum(0)
+
+
+# With batch_first the first layer gets a non-contiguous (transposed) x. The fake
+# kernel of rnnkit::rnn_layer_backward answers torch.empty_like(x), which keeps x's
+# strides, while the real kernel returns a contiguous dx, so the compiled backward
+# fails its stride assertion. An engine (rnnkit/ops.py) bug, reported; not worked
+# around here. Remove the xfail once the fake kernel returns contiguous gradients.
+ENGINE_FAKE_STRIDE_BUG = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="rnnkit.ops: rnn_layer_backward fake kernel keeps x's strides (empty_like)")
+
+
+@pytest.mark.parametrize("batch_first", [False, pytest.param(True, marks=ENGINE_FAKE_STRIDE_BUG)])
+def test_torch_compile_fullgraph_matches_eager(batch_first):
+    torch._dynamo.reset()
+    model = _Tagger(batch_first)
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(3, 7, 3, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    out_eager = model(x)
+    out_compiled = compiled(x2)
+    for a, b in zip(out_compiled, out_eager):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
+    upstream = [torch.randn_like(o) for o in out_eager]
+    params = list(model.parameters())
+    g_eager = torch.autograd.grad(sum((o * g).sum() for o, g in zip(out_eager, upstream)),
+                                  [x] + params)
+    g_compiled = torch.autograd.grad(sum((o * g).sum() for o, g in zip(out_compiled, upstream)),
+                                     [x2] + params)
+    for a, b in zip(g_compiled, g_eager):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
