@@ -100,7 +100,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   }
 
   Tensor y = sequence_buffer({T, B, P}, x, has_lengths);
-  Tensor saved = at::empty({training ? T : 0, B, training ? W : 0}, x.options());
+  Tensor saved = sequence_buffer({training ? T : 0, B, training ? W : 0}, x, has_lengths);
   Tensor h_cur = h0.contiguous().clone();
   Tensor h_next = at::empty_like(h_cur);
   Tensor c = kind == CellKind::LSTM ? c0->contiguous().clone() : at::empty({0}, x.options());

@@ -134,6 +134,7 @@ def detach(state):
 
 MODEL_KEYS = ("cell", "layers", "hidden", "emb")
 DATA_KEYS = ("corpus_chars", "val_frac", "batch", "seq_len")
+TRAIN_KEYS = ("dropout", "optim", "clip", "clip_mode")  # the learning rate lives in the optimizer state
 
 
 def build_model(args, impl=None):
@@ -250,7 +251,7 @@ def train(args, init_state=None, data=None, impl=None, label=None):
     ckpt = None
     if args.resume:
         ckpt = torch.load(args.resume, map_location="cpu", weights_only=False)
-        for key in MODEL_KEYS + DATA_KEYS + ("optim",):
+        for key in MODEL_KEYS + DATA_KEYS + TRAIN_KEYS:
             setattr(args, key, ckpt["config"][key])
     data = data or prepare_data(args, device)
 
@@ -328,7 +329,7 @@ def train(args, init_state=None, data=None, impl=None, label=None):
 
 def save_checkpoint(path, args, model, opt, step, state, hist):
     C.ensure_parent(path)
-    cfg = {k: getattr(args, k) for k in MODEL_KEYS + DATA_KEYS + ("optim", "dropout")}
+    cfg = {k: getattr(args, k) for k in MODEL_KEYS + DATA_KEYS + TRAIN_KEYS}
     state = detach(state)
     torch.save({
         "config": cfg,
@@ -418,8 +419,8 @@ def plot_states(model, text, path, units=32, layer=-1, width=64):
     vals = trace[:, picked].t().numpy()  # (k, T)
     lim = max(1.0, float(abs(vals).max())) if model.cell == "rnn" else 1.0
     rows = [(s, min(s + width, len(text))) for s in range(0, len(text), width)]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(0.2 * width + 1.8, (0.16 * k + 0.9) * len(rows) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.2 * width + 1.8, (0.12 * k + 0.8) * len(rows) + 0.5),
+                             squeeze=False, layout="constrained")
     shown = {"\n": "\u21b5", " ": "\u00b7", "\t": "\u2192"}
     for ax, (lo, hi) in zip(axes[:, 0], rows):
         im = ax.imshow(vals[:, lo:hi], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
@@ -436,7 +437,7 @@ def plot_states(model, text, path, units=32, layer=-1, width=64):
                  f"(\u00b7 space, \u21b5 newline)", fontsize=10)
     fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.015, pad=0.01, label="h")
     C.ensure_parent(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

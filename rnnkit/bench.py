@@ -386,6 +386,7 @@ def _spread(samples: List[float]) -> float:
 # ---------------------------------------------------------------------------
 
 SIDES = ("torch", "rnnkit")
+WARMUP_SHARE = 0.2  # warm-up time, as a share of the timing budget
 
 
 def empty_row(cfg: Config) -> dict:
@@ -413,11 +414,16 @@ def bench_config(cfg: Config, device: str, impl: Optional[Dict[str, type]] = Non
         ok, row["errors"] = check_correctness(cfg, ref, ours, x, grad_out, tol)
         if not ok:
             row["status"] = "FAILED"
-            row["message"] = f"max rel error above {tol:g}"
+            row["message"] = "max rel error above {:g}: {}".format(tol, ", ".join(
+                f"{k}{'(' + e['param'] + ')' if 'param' in e else ''} {e['max_rel']:.1e}"
+                for k, e in row["errors"].items() if not e["max_rel"] <= tol))
             return row
         steps = {"torch": make_step(ref, cfg, x, grad_out), "rnnkit": make_step(ours, cfg, x, grad_out)}
         for side, step in steps.items():
             row[f"{side}_peak_mib"] = peak_memory_mib(step, device)
+        # Warm-up beyond the first calls (caches, thread pools, allocator, clocks):
+        # a short round whose times are thrown away.
+        time_pair(steps, device, WARMUP_SHARE * budget, 1, max_reps)
         times = time_pair(steps, device, budget, min_reps, max_reps)
         for side, samples in times.items():
             mid = median(samples)

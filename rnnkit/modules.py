@@ -94,7 +94,8 @@ class _RNNBase(nn.Module):
         if num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
         if proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
         if mode not in _GATES:
@@ -112,7 +113,8 @@ class _RNNBase(nn.Module):
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else out_size * directions
             for direction in range(directions):
-                shapes = [("weight_ih", (gate_size, layer_input)), ("weight_hh", (gate_size, out_size))]
+                shapes = [("weight_ih", (gate_size, layer_input)),
+                          ("weight_hh", (gate_size, out_size))]
                 if bias:
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
                 if proj_size > 0:
@@ -218,6 +220,7 @@ class _RNNBase(nn.Module):
     def forward(self, input, hx=None):
         name = type(self).__name__
         packed = isinstance(input, PackedSequence)
+        states = None if hx is None else self._states_from_hx(hx)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
             self._check_input(data, packed=True)
@@ -227,24 +230,23 @@ class _RNNBase(nn.Module):
             x = x.view(steps, batch, data.size(-1))
         else:
             if input.dim() not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, "
+                                 f"got {input.dim()}D instead")
             batched = input.dim() == 3
             batch_dim = 0 if self.batch_first else 1
             if not batched:
                 input = input.unsqueeze(batch_dim)
-            if hx is not None:
-                states = self._states_from_hx(hx)
+            if states is not None:
                 self._check_state_dims(states, batched)
                 if not batched:
-                    hx = self._hx_from_states([s.unsqueeze(1) for s in states])
+                    states = [s.unsqueeze(1) for s in states]
             self._check_input(input, packed=False)
             x = input.transpose(0, 1) if self.batch_first else input
             batch, lengths, sorted_indices, unsorted_indices = x.size(1), None, None, None
 
-        if hx is None:
+        if states is None:
             states = [x.new_zeros(shape) for shape in self._state_shapes(batch)]
         else:
-            states = self._states_from_hx(hx)
             self._check_states(states, x, batch)
             if sorted_indices is not None:
                 # The user's states follow the user's batch order; the packed batch is sorted.
@@ -323,7 +325,8 @@ class RNN(_RNNBase):
         _reject_proj_size("RNN", kwargs)
         modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
         if nonlinearity not in modes:
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. "
+                             "Select from 'tanh' or 'relu'.")
         super().__init__(modes[nonlinearity], input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, 0, device, dtype)
         self.nonlinearity = nonlinearity
@@ -376,11 +379,12 @@ class _RNNCellBase(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.weight_ih = nn.Parameter(torch.empty((num_chunks * hidden_size, input_size), **factory))
-        self.weight_hh = nn.Parameter(torch.empty((num_chunks * hidden_size, hidden_size), **factory))
+        gate_size = num_chunks * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
         if bias:
-            self.bias_ih = nn.Parameter(torch.empty(num_chunks * hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(num_chunks * hidden_size, **factory))
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
         else:
             # Registered as None (not absent), exactly like torch.nn's cells.
             self.register_parameter("bias_ih", None)
@@ -408,7 +412,8 @@ class _RNNCellBase(nn.Module):
         if states is not None:
             for what, s in zip(state_names, states):
                 if s.dim() not in (1, 2):
-                    raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {s.dim()}D instead")
+                    raise ValueError(f"{name}: Expected {what} to be 1D or 2D, "
+                                     f"got {s.dim()}D instead")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         batch = x.size(0)
@@ -438,7 +443,8 @@ class _RNNCellBase(nn.Module):
                 raise RuntimeError(f"{name}: hidden{i} dtype ({s.dtype}) does not match input "
                                    f"dtype ({x.dtype})")
             if s.device != x.device:
-                raise RuntimeError(f"{name}: hidden{i} is on {s.device} but the input is on {x.device}")
+                raise RuntimeError(f"{name}: hidden{i} is on {s.device} but the input is on "
+                                   f"{x.device}")
 
         params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         if cast is not None:
