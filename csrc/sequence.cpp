@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "checks.h"
+#include "recurrent_gemm.h"
 #include "step.h"
 
 namespace rnnkit {
@@ -49,6 +50,15 @@ Tensor contiguous_or_undefined(const OptTensor& t) {
 // start at zero when rows have their own lengths.
 Tensor sequence_buffer(at::IntArrayRef shape, const Tensor& like, bool has_lengths) {
   return has_lengths ? at::zeros(shape, like.options()) : at::empty(shape, like.options());
+}
+
+// A gradient laid out like the tensor it belongs to (torch's empty_like rule),
+// as the fake kernels promise: torch.compile checks the strides it was told.
+Tensor laid_out_like(const Tensor& grad, const Tensor& input) {
+  if (grad.strides() == input.strides()) return grad;
+  Tensor out = at::empty_like(input);
+  out.copy_(grad);
+  return out;
 }
 
 // The hidden state each time step started from, time-ordered like y:
@@ -107,17 +117,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gh = at::empty({B, G}, x.options());
   Tensor r = project ? at::empty({B, H}, x.options()) : Tensor();
 
+  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B);
+  const RecurrentGemm project_gemm = project ? RecurrentGemm(w_hr, true, B) : hidden_gemm;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // 2. Per step: the recurrent GEMM and one fused pointwise pass.
   for (int64_t s = 0; s < T && B > 0; ++s) {
     shape.step = s;
-    at::mm_out(gh, h_cur, w_hh.t());
+    hidden_gemm.run(gh, h_cur, /*accumulate=*/false);
     kernels.forward({shape, gx.data_ptr(), gh.data_ptr(), bias_hh.data_ptr(), h_cur.data_ptr(),
                      h_next.data_ptr(), mutable_ptr_or_null(r), mutable_ptr_or_null(c),
                      y.data_ptr(), W > 0 && training ? saved.data_ptr() : nullptr});
     if (project) {
-      at::mm_out(h_next, r, w_hr.t());
+      project_gemm.run(h_next, r, false);
       kernels.project({shape, h_cur.data_ptr(), h_next.data_ptr(), y.data_ptr()});
     }
     std::swap(h_cur, h_next);
@@ -179,6 +191,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
     r_seq = sequence_buffer({T, B, H}, x, has_lengths);
   }
 
+  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B);
+  const RecurrentGemm project_gemm = project ? RecurrentGemm(w_hr, false, B) : hidden_gemm;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // The only sequential part: dh and dc through time.
@@ -187,13 +201,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
     if (project) {
       kernels.project_backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), dhp_seq.data_ptr(),
                                 dhp_step.data_ptr()});
-      at::mm_out(dr, dhp_step, w_hr);
+      project_gemm.run(dr, dhp_step, false);
     }
     kernels.backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), ptr_or_null(dr),
                       mutable_ptr_or_null(dc), h0.data_ptr(), ptr_or_null(c0c), y.data_ptr(),
                       ptr_or_null(saved), dgx.data_ptr(), dgh.data_ptr(), dg_step.data_ptr(),
                       dh_next.data_ptr(), mutable_ptr_or_null(r_seq)});
-    dh_next.addmm_(dg_step, w_hh);
+    hidden_gemm.run(dh_next, dg_step, /*accumulate=*/true);
     std::swap(dh_cur, dh_next);
   }
 
@@ -207,7 +221,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   Tensor db_hh = dgh_rows.sum(0);
   Tensor dw_hr = project ? at::mm(dhp_seq.view({T * B, P}).t(), r_seq.view({T * B, H}))
                          : at::empty({0}, opts);
-  return {dx, dh_cur, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+  if (kind == CellKind::LSTM) dc = laid_out_like(dc, *c0);
+  if (project) dw_hr = laid_out_like(dw_hr, *w_hr_in);
+  return {laid_out_like(dx, x_in), laid_out_like(dh_cur, h0_in), dc, laid_out_like(dw_ih, w_ih_in),
+          laid_out_like(dw_hh, w_hh_in), db_ih, db_hh, dw_hr};
 }
 
 // ---- cells -----------------------------------------------------------------
@@ -231,7 +248,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward
   auto [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
       layer_backward(std::nullopt, grad_h, grad_c, x.unsqueeze(0), h, c, w_ih, w_hh, std::nullopt,
                      std::nullopt, h_new.unsqueeze(0), saved, mode, false);
-  return {dx.squeeze(0), dh, dc, dw_ih, dw_hh, db_ih, db_hh};
+  return {laid_out_like(dx.squeeze(0), x), dh, dc, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 }  // namespace rnnkit

@@ -55,6 +55,20 @@ def set_seed(seed):
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def rng_get(device):
+    """The generator state that training draws from on `device` (CPU, plus CUDA when used)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def rng_set(state, device):
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def resolve_device(name):
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

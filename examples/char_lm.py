@@ -13,10 +13,11 @@ The corpus is the source of the running interpreter's standard library
 (the top-level public *.py files of sysconfig's "stdlib" folder, in sorted order,
 cut at --corpus-chars) so the example runs offline on text nobody here wrote.
 
-    python examples/char_lm.py --quick                 # < 1 minute on a laptop CPU
-    python examples/char_lm.py --cell gru --layers 2   # the full run
-    python examples/char_lm.py --compare               # rnnkit and torch.nn, same seed and init
-    python examples/char_lm.py --save lm.pt ; python examples/char_lm.py --resume lm.pt --epochs 4
+    python examples/char_lm.py --quick               # well under a minute on a 2-core CPU
+    python examples/char_lm.py                       # the full run: LSTM 2x256, 1 epoch of 2.5M chars
+    python examples/char_lm.py --cell gru --layers 3 --optim adagrad --clip-mode value
+    python examples/char_lm.py --compare             # rnnkit and torch.nn, same seed and init
+    python examples/char_lm.py --save lm.pt ; python examples/char_lm.py --resume lm.pt --epochs 2
     python examples/char_lm.py --plot-states states.png   # hidden units over a piece of text
 
 `--impl rnnkit` (the default) uses rnnkit.LSTM/GRU/RNN, `--impl torch` the
@@ -236,98 +237,141 @@ def prepare_data(args, device):
     }
 
 
+class Trainer:
+    """One model under training, one step at a time (so that two engines can run in lockstep).
+
+    Each trainer keeps its own random-generator state (dropout draws from it), so
+    interleaving two trainers changes nothing in either. `init_state` (a state_dict)
+    replaces the model's fresh init, so two engines can start from identical weights.
+    """
+
+    def __init__(self, args, init_state=None, data=None, impl=None, save=None):
+        self.args = args
+        self.impl = impl = impl or args.impl
+        self.device = device = C.resolve_device(args.device)
+        self.save = save
+        ckpt = None
+        if args.resume:
+            ckpt = torch.load(args.resume, map_location="cpu", weights_only=False)
+            for key in MODEL_KEYS + DATA_KEYS + TRAIN_KEYS:
+                setattr(args, key, ckpt["config"][key])
+        self.data = data = data or prepare_data(args, device)
+
+        C.set_seed(args.seed)
+        self.model = model = build_model(args, impl).to(device)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = make_optimizer(args, self.params)
+        self.spe = spe = steps_per_pass(data["train"], args.seq_len)
+        self.total = args.epochs * spe
+        if args.max_steps:
+            self.total = min(self.total, args.max_steps)
+
+        self.hist = {"impl": impl, "loss": [], "val": [], "step_time": [], "steps_per_epoch": spe,
+                     "epoch_times": [], "start_step": 0}
+        self.state = None
+        # training draws (dropout) start from this generator state: the same for every engine
+        torch.manual_seed(args.seed + 1)
+        self.rng = C.rng_get(device)
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optim"])
+            self.hist["loss"] = list(ckpt["history"]["loss"])
+            self.hist["val"] = [tuple(v) for v in ckpt["history"]["val"]]
+            self.hist["start_step"] = ckpt["step"]
+            state = ckpt["state"]
+            if state is not None:
+                state = tuple(s.to(device) for s in state) if isinstance(state, tuple) else state.to(device)
+            self.state = state
+            self.rng = ckpt["rng"]
+        self.step_no = self.hist["start_step"]
+        self.epoch_time, self.epoch_steps = 0.0, 0
+        model.train()
+
+    @property
+    def done(self):
+        return self.step_no >= self.total
+
+    def step(self):
+        """One truncated-BPTT step; validates (and checkpoints) when due. Returns the loss."""
+        args, hist, model, device = self.args, self.hist, self.model, self.device
+        i = self.step_no % self.spe
+        if i == 0:
+            self.state = None  # each pass over the streams starts from zeros
+        x, y = window(self.data["train"], i, args.seq_len)
+        C.rng_set(self.rng, device)
+        t0 = C.now(device)
+        logits, state, _ = model(x, self.state)
+        self.state = detach(state)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip(args, self.params)
+        self.opt.step()
+        value = loss.item()  # host sync: the step is over
+        dt = C.now(device) - t0
+        self.rng = C.rng_get(device)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {self.step_no}")
+        hist["loss"].append(value)
+        hist["step_time"].append(dt)
+        self.epoch_time += dt
+        self.epoch_steps += 1
+        self.step_no = done = self.step_no + 1
+        if done % self.spe == 0:
+            if self.epoch_steps == self.spe:
+                hist["epoch_times"].append(self.epoch_time)
+            self.epoch_time, self.epoch_steps = 0.0, 0
+        if (args.eval_every and done % args.eval_every == 0) or done == self.total or done % self.spe == 0:
+            if not hist["val"] or hist["val"][-1][0] != done:
+                hist["val"].append((done, evaluate(model, self.data["val"], args.seq_len)))
+                if self.save:
+                    save_checkpoint(self.save, args, model, self.opt, done, self.state, hist, self.rng)
+        return value
+
+    def history(self):
+        return {**self.hist, "model": self.model, "data": self.data, "end_step": self.total}
+
+
 def train(args, init_state=None, data=None, impl=None, label=None):
     """Train one model; return its history.
 
     history: impl, loss (per-step training loss, nats/char), val (list of (step, bpc)),
     step_time (seconds per step), steps_per_epoch, epoch_times (complete epochs run here),
-    model, data, start_step.
-
-    `init_state` (a state_dict) replaces the model's fresh init, so two engines can
-    start from identical weights; `impl` overrides args.impl.
+    start_step, end_step, model, data.
     """
-    impl = impl or args.impl
-    device = C.resolve_device(args.device)
-    ckpt = None
-    if args.resume:
-        ckpt = torch.load(args.resume, map_location="cpu", weights_only=False)
-        for key in MODEL_KEYS + DATA_KEYS + TRAIN_KEYS:
-            setattr(args, key, ckpt["config"][key])
-    data = data or prepare_data(args, device)
-
-    C.set_seed(args.seed)
-    model = build_model(args, impl).to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(args, params)
-    spe = steps_per_pass(data["train"], args.seq_len)
-    total = args.epochs * spe
-    if args.max_steps:
-        total = min(total, args.max_steps)
-
-    hist = {"impl": impl, "loss": [], "val": [], "step_time": [], "steps_per_epoch": spe,
-            "epoch_times": [], "start_step": 0}
-    state = None
-    # Training draws (dropout) from this generator state: the same for every engine.
-    torch.manual_seed(args.seed + 1)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optim"])
-        hist["loss"] = list(ckpt["history"]["loss"])
-        hist["val"] = [tuple(v) for v in ckpt["history"]["val"]]
-        hist["start_step"] = ckpt["step"]
-        state = ckpt["state"]
-        if state is not None:
-            state = tuple(s.to(device) for s in state) if isinstance(state, tuple) else state.to(device)
-        torch.set_rng_state(ckpt["rng"])
-    start = hist["start_step"]
-
-    model.train()
-    bar = C.progress(total=total, initial=start, disable=args.quiet, desc=label or f"{impl} {args.cell}",
+    tr = Trainer(args, init_state=init_state, data=data, impl=impl, save=args.save)
+    bar = C.progress(total=tr.total, initial=tr.step_no, disable=args.quiet, desc=label or f"{tr.impl} {args.cell}",
                      unit="step", leave=False)
-    epoch_time, epoch_steps = 0.0, 0
-    for step in range(start, total):
-        i = step % spe
-        if i == 0:
-            state = None  # each pass over the streams starts from zeros
-        x, y = window(data["train"], i, args.seq_len)
-        t0 = C.now(device)
-        logits, state, _ = model(x, state)
-        state = detach(state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip(args, params)
-        opt.step()
-        value = loss.item()  # host sync: the step is over
-        dt = C.now(device) - t0
-        hist["loss"].append(value)
-        hist["step_time"].append(dt)
-        epoch_time += dt
-        epoch_steps += 1
-        if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value} at step {step}")
-        done = step + 1
-        if done % spe == 0:
-            if epoch_steps == spe:
-                hist["epoch_times"].append(epoch_time)
-            epoch_time, epoch_steps = 0.0, 0
-        if (args.eval_every and done % args.eval_every == 0) or done == total or done % spe == 0:
-            if not hist["val"] or hist["val"][-1][0] != done:
-                hist["val"].append((done, evaluate(model, data["val"], args.seq_len)))
-                if args.save:
-                    save_checkpoint(args.save, args, model, opt, done, state, hist)
+    while not tr.done:
+        value = tr.step()
         bar.update(1)
-        bar.set_postfix(loss=f"{value:.3f}", val_bpc=f"{hist['val'][-1][1]:.3f}" if hist["val"] else "-")
+        bar.set_postfix(loss=f"{value:.3f}", val_bpc=f"{tr.hist['val'][-1][1]:.3f}" if tr.hist["val"] else "-")
     bar.close()
-    hist["model"] = model
-    hist["data"] = data
-    hist["end_step"] = total
-    return hist
+    return tr.history()
 
 
-def save_checkpoint(path, args, model, opt, step, state, hist):
+def train_compare(args, data=None, impls=("rnnkit", "torch")):
+    """Both engines from the same seed and the same initial weights, stepped in lockstep
+    (one step of each in turn), so that a busy machine slows both alike."""
+    device = C.resolve_device(args.device)
+    data = data or prepare_data(args, device)
+    C.set_seed(args.seed)
+    init = {k: v.clone() for k, v in build_model(args, "torch").state_dict().items()}  # one init for both
+    trainers = [Trainer(args, init_state=init, data=data, impl=impl, save=args.save if n == 0 else None)
+                for n, impl in enumerate(impls)]
+    bar = C.progress(total=trainers[0].total, disable=args.quiet, desc=f"{' vs '.join(impls)} {args.cell}",
+                     unit="step", leave=False)
+    while not all(t.done for t in trainers):
+        values = [t.step() for t in trainers if not t.done]
+        bar.update(1)
+        bar.set_postfix({t.impl: f"{v:.3f}" for t, v in zip(trainers, values)})
+    bar.close()
+    return [t.history() for t in trainers]
+
+
+def save_checkpoint(path, args, model, opt, step, state, hist, rng):
     C.ensure_parent(path)
     cfg = {k: getattr(args, k) for k in MODEL_KEYS + DATA_KEYS + TRAIN_KEYS}
     state = detach(state)
@@ -338,7 +382,7 @@ def save_checkpoint(path, args, model, opt, step, state, hist):
         "optim": opt.state_dict(),
         "step": step,
         "state": None if state is None else (tuple(s.cpu() for s in state) if isinstance(state, tuple) else state.cpu()),
-        "rng": torch.get_rng_state(),
+        "rng": rng,
         "history": {"loss": hist["loss"], "val": hist["val"]},
         "impl": hist["impl"],
     }, path)
@@ -404,18 +448,37 @@ def compare_table(hists, first=10):
     return out
 
 
-def plot_states(model, text, path, units=32, layer=-1, width=64):
-    """Heatmap of `units` hidden units (rows) over the characters of `text` (columns)."""
+def pick_units(trace, k, select="slow"):
+    """Indices (sorted) of the k units to show, from a (T, H) trace.
+
+    active: the k units with the largest variance.
+    slow: among the more active half of the units, the k whose value changes least
+    from one character to the next relative to their variance -- the units that hold
+    something over a stretch of text (inside a string, a bracket, an indented block)."""
+    var = trace.var(0)
+    k = min(k, trace.size(1))
+    if select == "active":
+        return torch.sort(torch.topk(var, k).indices).values
+    step = (trace[1:] - trace[:-1]).pow(2).mean(0)
+    score = var / (step + 1e-6)
+    score[var < var.median()] = -1.0
+    return torch.sort(torch.topk(score, k).indices).values
+
+
+def plot_states(model, text, path, units=32, layer=-1, width=64, select="slow", warmup="", context=None):
+    """Heatmap of `units` hidden units (rows) over the characters of `text` (columns).
+
+    The model first reads `warmup` (the text just before), so the state is not a cold
+    start; the units are chosen by `pick_units` over `context` (default: the text)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trace = hidden_trace(model, text, layer)  # (T, H)
+    trace = hidden_trace(model, warmup + text, layer)[len(warmup):]  # (T, H)
     H = trace.size(1)
-    k = min(units, H)
-    # the k units that move most over this text, shown in unit order
-    picked = torch.sort(torch.topk(trace.var(0), k).indices).values
+    picked = pick_units(hidden_trace(model, context, layer) if context else trace, units, select)
+    k = len(picked)
     vals = trace[:, picked].t().numpy()  # (k, T)
     lim = max(1.0, float(abs(vals).max())) if model.cell == "rnn" else 1.0
     rows = [(s, min(s + width, len(text))) for s in range(0, len(text), width)]
@@ -432,9 +495,11 @@ def plot_states(model, text, path, units=32, layer=-1, width=64):
         ax.set_ylabel("hidden unit", fontsize=8)
         ax.set_xlim(-0.5, width - 0.5)
     n_layer = layer if layer >= 0 else model.rnn.num_layers + layer
-    fig.suptitle(f"{model.cell.upper()} hidden state h_t, layer {n_layer + 1} of {model.rnn.num_layers}: "
-                 f"the {k} most active of {H} units over {len(text)} characters of validation text "
-                 f"(\u00b7 space, \u21b5 newline)", fontsize=10)
+    how = "most active" if select == "active" else "slowest-changing"
+    where = f"over the {len(context):,} characters around it" if context else "here"
+    fig.suptitle(f"{model.cell.upper()} hidden state h_t (layer {n_layer + 1} of {model.rnn.num_layers}) over "
+                 f"{len(text)} characters of validation text (\u00b7 space, \u21b5 newline)\n"
+                 f"rows: {k} of the {H} units, the {how} {where}", fontsize=10)
     fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.015, pad=0.01, label="h")
     C.ensure_parent(path)
     fig.savefig(path, dpi=110)
@@ -453,14 +518,16 @@ def plot_losses(hists, path, title=""):
     colors = {"rnnkit": "tab:blue", "torch": "tab:orange"}
     for h in hists:
         bits = [v / math.log(2) for v in h["loss"]]
-        ax.plot(range(1, len(bits) + 1), bits, lw=0.8, alpha=0.6, color=colors.get(h["impl"]),
+        dashed = "--" if h["impl"] == "torch" and len(hists) > 1 else "-"
+        ax.plot(range(1, len(bits) + 1), bits, lw=0.8, alpha=0.6, color=colors.get(h["impl"]), ls=dashed,
                 label=f"{h['impl']} train")
         if h["val"]:
             s, v = zip(*h["val"])
-            ax.plot(s, v, "o-", ms=4, color=colors.get(h["impl"]), label=f"{h['impl']} validation")
+            ax.plot(s, v, "o", ls=dashed, ms=4, color=colors.get(h["impl"]), label=f"{h['impl']} validation")
     ax.set_xlabel("training step")
     ax.set_ylabel("bits per character")
-    ax.set_title(title or "character LM loss")
+    ax.set_title(title or ("character LM loss (the two engines' curves overlap)" if len(hists) > 1
+                           else "character LM loss"))
     ax.grid(alpha=0.3)
     ax.legend()
     if len(hists) == 2:
@@ -471,7 +538,7 @@ def plot_losses(hists, path, title=""):
         ax2.semilogy(range(1, k + 1), [max(d, 1e-9) for d in diff], lw=0.8, color="tab:green")
         ax2.set_xlabel("training step")
         ax2.set_ylabel(f"|loss {a['impl']} - loss {b['impl']}| (nats)")
-        ax2.set_title("same seed, same initial weights")
+        ax2.set_title("same seed, same initial weights (equal losses drawn at 1e-9)")
         ax2.grid(alpha=0.3, which="both")
     fig.tight_layout()
     C.ensure_parent(path)
@@ -480,23 +547,27 @@ def plot_losses(hists, path, title=""):
     return path
 
 
-def state_text(val_text, n=128):
-    """A piece of validation text for the hidden-state picture: starts at a `def` line."""
+def state_text(val_text, n=128, warm=300, context=4000):
+    """Pieces of validation text for the hidden-state picture: (warmup, text, context).
+
+    `text` starts at a `def` line a third of the way in; `warmup` is what precedes it,
+    `context` a longer stretch around it over which the units are chosen."""
     at = val_text.find("\n    def ", len(val_text) // 3)
     if at < 0:
         at = val_text.find("\n", len(val_text) // 3)
     at = max(0, at + 1)
-    return val_text[at : at + n]
+    lo = max(0, at - context // 2)
+    return val_text[max(0, at - warm) : at], val_text[at : at + n], val_text[lo : lo + context]
 
 
 # ---------------------------------------------------------------------------
 # command line
 
 QUICK = dict(cell="lstm", layers=1, hidden=128, emb=32, dropout=0.0, batch=32, seq_len=50, epochs=1,
-             max_steps=80, corpus_chars=300_000, val_frac=0.05, val_chars=8_000, eval_every=40,
+             max_steps=0, corpus_chars=300_000, val_frac=0.05, val_chars=8_000, eval_every=60,
              sample_chars=200)
-FULL = dict(cell="lstm", layers=2, hidden=256, emb=64, dropout=0.1, batch=32, seq_len=100, epochs=2,
-            max_steps=0, corpus_chars=1_000_000, val_frac=0.05, val_chars=40_000, eval_every=100,
+FULL = dict(cell="lstm", layers=2, hidden=256, emb=64, dropout=0.1, batch=32, seq_len=100, epochs=1,
+            max_steps=0, corpus_chars=2_500_000, val_frac=0.05, val_chars=40_000, eval_every=200,
             sample_chars=600)
 
 
@@ -530,10 +601,13 @@ def build_parser():
     p.add_argument("--save", metavar="PATH", help="write a checkpoint here (at every validation)")
     p.add_argument("--resume", metavar="PATH", help="continue training from a checkpoint")
     p.add_argument("--plot-states", metavar="PATH", help="PNG: heatmap of hidden units over a piece of text")
-    p.add_argument("--state-units", type=int, default=32)
+    p.add_argument("--state-units", type=int, default=32, help="hidden units in the heatmap")
+    p.add_argument("--state-select", choices=("slow", "active"), default="slow",
+                   help="show the slowest-changing units (default) or the most active ones")
     p.add_argument("--plot-loss", metavar="PATH", help="PNG: loss curves (both engines with --compare)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute on a CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -541,30 +615,23 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return C.fill_defaults(args, QUICK if args.quick else FULL)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = C.resolve_device(args.device)
+    C.resolve_device(args.device)  # fail early on a --device that is not there
     gen = torch.Generator().manual_seed(args.seed)
     if args.compare:
         if args.resume:
             raise SystemExit("--compare starts both engines from scratch; it does not take --resume")
-        data = prepare_data(args, device)
-        C.set_seed(args.seed)
-        init = build_model(args, "torch").state_dict()  # one init, copied into both engines
-        init = {k: v.clone() for k, v in init.items()}
-        save = args.save
-        hists = []
-        for impl in ("rnnkit", "torch"):
-            args.save = save if impl == "rnnkit" else None
-            hists.append(train(args, init_state=init, data=data, impl=impl))
-        args.save = save
+        hists = train_compare(args)
         for h in hists:
             print(summarize(args, h))
             print()
-        print("== rnnkit vs torch.nn (same seed, same initial weights) ==")
+        print("== rnnkit vs torch.nn (same seed, same initial weights, stepped in lockstep) ==")
         print(compare_table(hists))
         main_hist = hists[0]
     else:
@@ -577,8 +644,9 @@ def main(argv=None):
     print(text)
     print("== end of sample ==")
     if args.plot_states:
-        print("hidden-state heatmap:", plot_states(model, state_text(main_hist["data"]["val_text"]),
-                                                   args.plot_states, units=args.state_units))
+        warm, piece, context = state_text(main_hist["data"]["val_text"])
+        print("hidden-state heatmap:", plot_states(model, piece, args.plot_states, units=args.state_units,
+                                                   select=args.state_select, warmup=warm, context=context))
     if args.plot_loss:
         print("loss curves:", plot_losses(hists, args.plot_loss))
     if args.save:

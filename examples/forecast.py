@@ -40,14 +40,14 @@ import _common as C  # noqa: E402
 def load_series(name):
     """(time axis as float years, values float64, label, unit) of a series shipped with statsmodels."""
     try:
-        import statsmodels.api as sm
+        from statsmodels import datasets as sm_datasets
     except ImportError as exc:  # pragma: no cover
         raise SystemExit("forecast.py needs statsmodels for its data: pip install statsmodels") from exc
     if name == "sunspots":
-        df = sm.datasets.sunspots.load_pandas().data
+        df = sm_datasets.sunspots.load_pandas().data
         return df["YEAR"].to_numpy(float), df["SUNACTIVITY"].to_numpy(float), "yearly sunspot number", "sunspots"
     if name == "co2":
-        s = sm.datasets.co2.load_pandas().data["co2"]
+        s = sm_datasets.co2.load_pandas().data["co2"]
         s = s.resample("MS").mean().interpolate()  # weekly with gaps -> monthly means
         years = s.index.year + (s.index.month - 1) / 12.0
         return np.asarray(years, float), s.to_numpy(float), "monthly mean CO2, Mauna Loa", "ppm"
@@ -152,67 +152,113 @@ def rmse(a, b):
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
-def train(args, init_state=None, data=None, impl=None, label=None):
-    """Train with early stopping; return the history.
+class Trainer:
+    """One model under training, one epoch at a time (so that two engines can run in lockstep).
 
-    history: impl, loss (per-step training MSE in scaled units), train_loss / val_loss
-    (per epoch), epoch_times, best_epoch, stopped_epoch, model (best weights), data, metrics.
-    """
-    impl = impl or args.impl
-    device = C.resolve_device(args.device)
-    data = data or prepare_data(args)
-    C.set_seed(args.seed)
-    model = build_model(args, impl).to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    xtr, ytr = data["train"]["x"].to(device), data["train"]["y"].to(device)
-    xva, yva = data["val"]["x"].to(device), data["val"]["y"].to(device)
-    n = len(xtr)
-    # shuffling and dropout draw from this state: the same for every engine
-    torch.manual_seed(args.seed + 1)
-    gen = torch.Generator().manual_seed(args.seed + 2)
+    Each trainer keeps its own generators (shuffling, dropout), so interleaving two
+    trainers changes nothing in either. `init_state` (a state_dict) replaces the
+    fresh init, so two engines can start from identical weights."""
 
-    hist = {"impl": impl, "loss": [], "train_loss": [], "val_loss": [], "epoch_times": [], "step_time": []}
-    best, best_state, best_epoch, waited = math.inf, None, 0, 0
-    bar = C.progress(total=args.epochs, disable=args.quiet, desc=label or f"{impl} {args.cell}", unit="epoch",
-                     leave=False)
-    model.train()
-    for epoch in range(1, args.epochs + 1):
-        order = torch.randperm(n, generator=gen).to(device)
+    def __init__(self, args, init_state=None, data=None, impl=None):
+        self.args = args
+        self.impl = impl = impl or args.impl
+        self.device = device = C.resolve_device(args.device)
+        self.data = data = data or prepare_data(args)
+        C.set_seed(args.seed)
+        self.model = build_model(args, impl).to(device)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        self.xtr, self.ytr = data["train"]["x"].to(device), data["train"]["y"].to(device)
+        self.xva, self.yva = data["val"]["x"].to(device), data["val"]["y"].to(device)
+        # shuffling and dropout draw from these states: the same for every engine
+        torch.manual_seed(args.seed + 1)
+        self.rng = C.rng_get(device)
+        self.gen = torch.Generator().manual_seed(args.seed + 2)
+        self.hist = {"impl": impl, "loss": [], "train_loss": [], "val_loss": [], "epoch_times": [], "step_time": []}
+        self.best, self.best_state, self.best_epoch, self.waited, self.epoch_no = math.inf, None, 0, 0, 0
+        self.model.train()
+
+    @property
+    def done(self):
+        return self.epoch_no >= self.args.epochs or self.waited >= self.args.patience
+
+    def epoch(self):
+        """One pass over the shuffled training windows, then the validation loss. Returns (train, val)."""
+        args, hist, model, device = self.args, self.hist, self.model, self.device
+        n = len(self.xtr)
+        order = torch.randperm(n, generator=self.gen).to(device)
+        C.rng_set(self.rng, device)
         t0 = C.now(device)
         total = 0.0
         for i in range(0, n, args.batch):
             sel = order[i : i + args.batch]
             s0 = C.now(device)
-            loss = F.mse_loss(model(xtr[sel]), ytr[sel])
-            opt.zero_grad(set_to_none=True)
+            loss = F.mse_loss(model(self.xtr[sel]), self.ytr[sel])
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
+            self.opt.step()
             v = loss.item()
             hist["step_time"].append(C.now(device) - s0)
             hist["loss"].append(v)
             total += v * len(sel)
         hist["epoch_times"].append(C.now(device) - t0)
+        self.rng = C.rng_get(device)
+        self.epoch_no += 1
         hist["train_loss"].append(total / n)
-        val = F.mse_loss(predict(model, xva), yva).item()
+        val = F.mse_loss(predict(model, self.xva), self.yva).item()
         hist["val_loss"].append(val)
-        if val < best - 1e-7:
-            best, best_epoch, waited = val, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+        if val < self.best - 1e-7:
+            self.best, self.best_epoch, self.waited = val, self.epoch_no, 0
+            self.best_state = copy.deepcopy(model.state_dict())
         else:
-            waited += 1
+            self.waited += 1
+        return total / n, val
+
+    def history(self):
+        """Restores the best weights (early stopping) and scores them."""
+        self.model.load_state_dict(self.best_state)
+        h = dict(self.hist, best_epoch=self.best_epoch, stopped_epoch=self.epoch_no, best_val=self.best,
+                 model=self.model, data=self.data)
+        h["metrics"] = evaluate(self.model, self.data, self.device)
+        return h
+
+
+def train(args, init_state=None, data=None, impl=None, label=None):
+    """Train with early stopping; return the history.
+
+    history: impl, loss (per-step training MSE in scaled units), train_loss / val_loss
+    (per epoch), epoch_times, step_time, best_epoch, stopped_epoch, best_val,
+    model (best weights), data, metrics (RMSE of model and naive forecast, val and test).
+    """
+    tr = Trainer(args, init_state=init_state, data=data, impl=impl)
+    bar = C.progress(total=args.epochs, disable=args.quiet, desc=label or f"{tr.impl} {args.cell}", unit="epoch",
+                     leave=False)
+    while not tr.done:
+        t, v = tr.epoch()
         bar.update(1)
-        bar.set_postfix(train=f"{total / n:.4f}", val=f"{val:.4f}", best=f"{best:.4f}@{best_epoch}")
-        if waited >= args.patience:
-            break
+        bar.set_postfix(train=f"{t:.4f}", val=f"{v:.4f}", best=f"{tr.best:.4f}@{tr.best_epoch}")
     bar.close()
-    model.load_state_dict(best_state)
-    hist.update(best_epoch=best_epoch, stopped_epoch=epoch, best_val=best, model=model, data=data)
-    hist["metrics"] = evaluate(model, data, device)
-    return hist
+    return tr.history()
+
+
+def train_compare(args, data=None, impls=("rnnkit", "torch")):
+    """Both engines from the same seed and initial weights, one epoch of each in turn,
+    so that a busy machine slows both alike."""
+    data = data or prepare_data(args)
+    C.set_seed(args.seed)
+    init = {k: v.clone() for k, v in build_model(args, "torch").state_dict().items()}  # one init for both
+    trainers = [Trainer(args, init_state=init, data=data, impl=impl) for impl in impls]
+    bar = C.progress(total=args.epochs, disable=args.quiet, desc=f"{' vs '.join(impls)} {args.cell}", unit="epoch",
+                     leave=False)
+    while not all(t.done for t in trainers):
+        vals = [(t.impl, t.epoch()[1]) for t in trainers if not t.done]
+        bar.update(1)
+        bar.set_postfix({impl: f"{v:.4f}" for impl, v in vals})
+    bar.close()
+    return [t.history() for t in trainers]
 
 
 def evaluate(model, data, device):
@@ -240,12 +286,19 @@ def summarize(args, hist):
     te, va = m["test"], m["val"]
     ep = hist["epoch_times"][1:] or hist["epoch_times"]
     t = d["t"]
-    span = lambda a, b: f"{t[a]:.0f}-{t[b - 1]:.0f}"  # noqa: E731
+    monthly = len(t) > 1 and (t[1] - t[0]) < 0.5
+
+    def when(v):
+        return f"{int(v)}-{int(round((v % 1) * 12)) + 1:02d}" if monthly else f"{int(round(v))}"
+
+    def span(a, b):
+        return f"{when(t[a])}..{when(t[b - 1])}"
+
     gain = 100 * (1 - te["rmse"] / te["naive_rmse"])
     return "\n".join([
         f"== forecast: {hist['impl']} {args.cell.upper()} {args.layers}x{args.hidden} (dropout {args.dropout}), "
         f"{C.env_line(C.resolve_device(args.device))} ==",
-        f"data     {d['label']}: {len(d['y'])} points {t[0]:.0f}-{t[-1]:.0f}; train {span(0, d['val_at'])}, "
+        f"data     {d['label']}: {len(d['y'])} points {span(0, len(t))}; train {span(0, d['val_at'])}, "
         f"val {span(d['val_at'], d['test_at'])}, test {span(d['test_at'], len(t))}; window {args.window}, "
         f"horizon {args.horizon}, {'relative' if d['relative'] else 'absolute'} inputs",
         f"samples  train {len(d['train']['j'])}, val {len(d['val']['j'])}, test {len(d['test']['j'])}",
@@ -331,7 +384,8 @@ def plot_losses(hists, path):
     colors = {"rnnkit": "tab:blue", "torch": "tab:orange"}
     for h in hists:
         e = range(1, len(h["train_loss"]) + 1)
-        ax.semilogy(e, h["train_loss"], color=colors.get(h["impl"]), lw=1, alpha=0.6, label=f"{h['impl']} train")
+        ax.semilogy(e, h["train_loss"], color=colors.get(h["impl"]), lw=1, alpha=0.6,
+                    ls="--" if h["impl"] == "torch" else "-", label=f"{h['impl']} train")
         ax.semilogy(e, h["val_loss"], color=colors.get(h["impl"]), lw=1.6, ls="--" if h["impl"] == "torch" else "-",
                     label=f"{h['impl']} validation")
         ax.axvline(h["best_epoch"], color=colors.get(h["impl"]), ls=":", lw=1)
@@ -381,6 +435,7 @@ def build_parser():
     p.add_argument("--plot-loss", metavar="PATH", help="PNG: train/validation loss per epoch")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute on a CPU")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -388,6 +443,8 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return C.fill_defaults(args, QUICK if args.quick else FULL)
 
 
@@ -395,13 +452,11 @@ def main(argv=None):
     args = parse_args(argv)
     data = prepare_data(args)
     if args.compare:
-        C.set_seed(args.seed)
-        init = {k: v.clone() for k, v in build_model(args, "torch").state_dict().items()}
-        hists = [train(args, init_state=init, data=data, impl=impl) for impl in ("rnnkit", "torch")]
+        hists = train_compare(args, data=data)
         for h in hists:
             print(summarize(args, h))
             print()
-        print("== rnnkit vs torch.nn (same seed, same initial weights) ==")
+        print("== rnnkit vs torch.nn (same seed, same initial weights, epochs in lockstep) ==")
         print(compare_table(hists))
     else:
         hists = [train(args, data=data)]

@@ -9,8 +9,8 @@ compared: speedup = torch.nn time / rnnkit time, above 1 means rnnkit is faster.
 
 The code is in four parts: the configuration grid, the correctness gate, the
 timing, and the command line; the reports (table, JSON, markdown, plot,
-progress bar) live in rnnkit/bench_report.py. Only torch and numpy are needed
-to run it; matplotlib only for --plot.
+progress bar) live in rnnkit/bench_report.py. It needs nothing but torch
+(the GPU machine has no tqdm and no network); matplotlib only for --plot.
 """
 import argparse
 import math
@@ -80,8 +80,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        extra = (f" L={self.layers}" if self.layers != 1 else "") + (" bidir" if self.bidirectional else "")
-        return f"{self.cell} {self.mode} {self.dtype} B={self.batch} H={self.hidden} T={self.seq}{extra}"
+        return report.describe(asdict(self))
 
 
 def _block(cells, modes, dtypes, batches, hiddens, seqs, layers=(1,), bidirs=(False,)) -> List[Config]:
@@ -122,11 +121,11 @@ def full_sweep(device: str) -> List[Config]:
     # Stacks and directions at the fastrnns size (which the sweep already holds
     # for one layer, one direction).
     f = FASTRNNS
-    stacked = _block(SWEEP_CELLS, MODES, dtypes, [f["batch"]], [f["hidden"]], [f["seq"]], layers=(1, 2), bidirs=(False, True))
+    stacked = _block(SWEEP_CELLS, MODES, dtypes, [f["batch"]], [f["hidden"]], [f["seq"]],
+                     layers=(1, 2), bidirs=(False, True))
     return _dedupe(sweep + stacked)
 
 
-# Filters: CLI name -> (Config field, parser of one value)
 def _parse_bool(text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "y", "on"):
@@ -152,6 +151,7 @@ def _parse_choice(choices):
     return parse
 
 
+# The filters: Config field (and CLI option) -> parser of one value.
 FILTERS = {
     "cell": _parse_cell,
     "mode": _parse_choice(MODES),
@@ -179,8 +179,9 @@ def apply_filters(configs: Sequence[Config], **filters) -> List[Config]:
 # ---------------------------------------------------------------------------
 
 def rnnkit_classes() -> Dict[str, type]:
-    """The rnnkit module for each cell kind (imported late: `python -m
-    rnnkit.bench --from-json` must work on a machine without the engine)."""
+    """The rnnkit module for each cell kind, looked up when a run starts: a
+    partial build may lack one (a clear error then), and the tests hand
+    run_suite() other classes instead."""
     import rnnkit
 
     classes = {}
@@ -260,9 +261,9 @@ def errors(ours: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
     return {"max_abs": diff, "max_rel": rel}
 
 
-def _worst(errs: List[Dict[str, float]]) -> Dict[str, float]:
-    # NaN counts as worst: max() would silently skip it
-    return max(errs, key=lambda e: math.inf if math.isnan(e["max_rel"]) else e["max_rel"])
+def _rank(err: Dict[str, float]) -> float:
+    """Sort key for errors: NaN counts as the worst (max() would skip it)."""
+    return math.inf if math.isnan(err["max_rel"]) else err["max_rel"]
 
 
 def tolerance(cfg: Config, device: str, tf32: bool) -> float:
@@ -281,11 +282,11 @@ def check_correctness(cfg: Config, ref, ours, x, grad_out, tol: float):
     if len(ref_out) != len(our_out):
         found = {"output": {"max_abs": math.inf, "max_rel": math.inf}}
     else:
-        found = {"output": _worst([errors(o, r) for o, r in zip(our_out, ref_out)])}
+        found = {"output": max((errors(o, r) for o, r in zip(our_out, ref_out)), key=_rank)}
     if cfg.mode == "training":
         found["input_grad"] = errors(our_dx, ref_dx)
         per_param = {n: errors(our_dw.get(n), g) for n, g in ref_dw.items()}
-        name = max(per_param, key=lambda n: math.inf if math.isnan(per_param[n]["max_rel"]) else per_param[n]["max_rel"])
+        name = max(per_param, key=lambda n: _rank(per_param[n]))
         found["weight_grad"] = dict(per_param[name], param=name)
     ok = all(e["max_rel"] <= tol for e in found.values())  # False for NaN
     return ok, found
@@ -393,10 +394,38 @@ def empty_row(cfg: Config) -> dict:
     row = asdict(cfg)
     row.update(input_size=cfg.input_size, tags=cfg.tags, status=None, message=None, tolerance=None, errors={})
     for side in SIDES:
-        row.update({f"{side}_ms": None, f"{side}_us_per_step": None, f"{side}_spread": None,
-                    f"{side}_reps": 0, f"{side}_peak_mib": None})
+        row.update({f"{side}_ms": None, f"{side}_us_per_step": None, f"{side}_min_ms": None,
+                    f"{side}_spread": None, f"{side}_reps": 0, f"{side}_peak_mib": None})
     row["speedup"] = None
     return row
+
+
+def failure_message(found: Dict[str, dict], tol: float) -> str:
+    bad = [f"{name}{'(' + e['param'] + ')' if 'param' in e else ''} {e['max_rel']:.1e}"
+           for name, e in found.items() if not e["max_rel"] <= tol]
+    return f"max rel error above {tol:g}: {', '.join(bad)}"
+
+
+def time_sides(cfg: Config, steps: Dict[str, Callable[[], None]], device: str, budget: float,
+               min_reps: int, max_reps: int) -> dict:
+    """Warm-up, peak memory and timing of both sides: the row's time fields."""
+    fields = {}
+    # Warm-up: the first calls (they also measure peak memory), then calls
+    # thrown away until a share of the budget is spent; short steps need
+    # many before caches, thread pools and clocks settle, long ones none.
+    started = time.perf_counter()
+    for side, step in steps.items():
+        fields[f"{side}_peak_mib"] = peak_memory_mib(step, device)
+    while time.perf_counter() - started < WARMUP_SHARE * budget:
+        for step in steps.values():
+            time_once(step, device)
+    for side, samples in time_pair(steps, device, budget, min_reps, max_reps).items():
+        mid = median(samples)
+        fields.update({f"{side}_ms": mid * 1e3, f"{side}_us_per_step": mid * 1e6 / cfg.seq,
+                       f"{side}_min_ms": min(samples) * 1e3, f"{side}_spread": _spread(samples),
+                       f"{side}_reps": len(samples)})
+    fields["speedup"] = fields["torch_ms"] / fields["rnnkit_ms"]
+    return fields
 
 
 def bench_config(cfg: Config, device: str, impl: Optional[Dict[str, type]] = None, *, budget: float = 1.0,
@@ -413,28 +442,13 @@ def bench_config(cfg: Config, device: str, impl: Optional[Dict[str, type]] = Non
         x, grad_out = make_inputs(cfg, device, seed)
         ok, row["errors"] = check_correctness(cfg, ref, ours, x, grad_out, tol)
         if not ok:
-            row["status"] = "FAILED"
-            row["message"] = "max rel error above {:g}: {}".format(tol, ", ".join(
-                f"{k}{'(' + e['param'] + ')' if 'param' in e else ''} {e['max_rel']:.1e}"
-                for k, e in row["errors"].items() if not e["max_rel"] <= tol))
+            row.update(status="FAILED", message=failure_message(row["errors"], tol))
             return row
         steps = {"torch": make_step(ref, cfg, x, grad_out), "rnnkit": make_step(ours, cfg, x, grad_out)}
-        for side, step in steps.items():
-            row[f"{side}_peak_mib"] = peak_memory_mib(step, device)
-        # Warm-up beyond the first calls (caches, thread pools, allocator, clocks):
-        # a short round whose times are thrown away.
-        time_pair(steps, device, WARMUP_SHARE * budget, 1, max_reps)
-        times = time_pair(steps, device, budget, min_reps, max_reps)
-        for side, samples in times.items():
-            mid = median(samples)
-            row.update({f"{side}_ms": mid * 1e3, f"{side}_us_per_step": mid * 1e6 / cfg.seq,
-                        f"{side}_spread": _spread(samples), f"{side}_reps": len(samples)})
-        row["speedup"] = row["torch_ms"] / row["rnnkit_ms"]
-        row["status"] = "ok"
+        row.update(time_sides(cfg, steps, device, budget, min_reps, max_reps), status="ok")
     except Exception as exc:  # one broken case must not end a 10-minute sweep
-        row["status"] = "ERROR"
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        row["message"] = f"{type(exc).__name__}: {first_line}"[:300]
+        row.update(status="ERROR", message=f"{type(exc).__name__}: {first_line}"[:300])
     finally:
         del ref, ours, x, grad_out, steps
         if device == "cuda":
@@ -575,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", metavar="PATH", help="write every row and the machine description")
     o.add_argument("--markdown", metavar="PATH", help="write a short markdown table")
     o.add_argument("--plot", metavar="PATH", help="write a PNG of the speedups (needs matplotlib)")
-    o.add_argument("--from-json", metavar="PATH", help="re-render a saved JSON (table, --markdown, --plot) without running")
+    o.add_argument("--from-json", metavar="PATH",
+                   help="re-render a saved JSON (table, --markdown, --plot) without running")
     o.add_argument("--list", action="store_true", help="list the selected configurations and exit")
     o.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
@@ -594,6 +609,8 @@ def select_configs(args, device: str) -> List[Config]:
 
 
 def write_outputs(args, meta: dict, rows: List[dict]):
+    print(report.machine_line(meta))
+    print()
     print(report.format_table(rows))
     print()
     print("\n".join(report.summary_lines(rows)))
@@ -610,6 +627,7 @@ def write_outputs(args, meta: dict, rows: List[dict]):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.from_json:
         meta, rows = report.load_json(args.from_json)
@@ -636,7 +654,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     meta = environment(device, args.tf32)
     meta.update(suite="full" if args.full else "quick", budget_s=budget, min_reps=args.min_reps,
-                max_reps=args.max_reps, seed=args.seed, command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+                max_reps=args.max_reps, seed=args.seed, command=" ".join(["python -m rnnkit.bench"] + argv),
                 tolerance=TOLERANCE)
     print(f"rnnkit vs torch.nn on {meta['gpu'] or meta['cpu']} ({device}, {meta['threads']} threads), "
           f"{len(configs)} configurations, TF32 {'on' if args.tf32 else 'off'} on both sides", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 import time
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -76,7 +77,7 @@ def _size(row: dict) -> List[str]:
             str(row["layers"]), "yes" if row["bidirectional"] else "no"]
 
 
-def _render(header: Sequence[str], body: Sequence[Sequence[str]], left: int) -> str:
+def render_table(header: Sequence[str], body: Sequence[Sequence[str]], left: int) -> str:
     """Columns padded to their widest cell; the first `left` columns are
     left-aligned (names), the rest right-aligned (numbers)."""
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
@@ -102,7 +103,7 @@ def format_table(rows: Sequence[dict]) -> str:
             _num(r["speedup"], ".2f") + ("x" if r["speedup"] is not None else ""),
             _num(r["torch_peak_mib"], ".1f"), _num(r["rnnkit_peak_mib"], ".1f"), status,
         ])
-    return _render(header, body, left=3)
+    return render_table(header, body, left=3)
 
 
 def geomean(values: Sequence[float]) -> float:
@@ -124,6 +125,9 @@ def geomeans(rows: Sequence[dict]) -> Dict[Tuple[str, str], Tuple[float, int]]:
     return {k: (geomean(v), len(v)) for k, v in groups.items()}
 
 
+NOISY = 0.2  # spread (interquartile range / median) above which a timing is called noisy
+
+
 def summary_lines(rows: Sequence[dict], worst: int = 5) -> List[str]:
     lines = ["geometric-mean speedup (torch.nn time / rnnkit time; above 1: rnnkit is faster):"]
     for (cell, mode), (g, n) in geomeans(rows).items():
@@ -134,6 +138,10 @@ def summary_lines(rows: Sequence[dict], worst: int = 5) -> List[str]:
         lines += [f"  {r['speedup']:6.2f}x  {describe(r)}" for r in timed[:worst]]
     else:
         lines.append("  (no configuration was timed)")
+    noisy = [r for r in timed if max(r["torch_spread"], r["rnnkit_spread"]) > NOISY]
+    if noisy:
+        lines.append(f"timing noise: {len(noisy)} of {len(timed)} configurations have an interquartile range "
+                     f"above {NOISY:.0%} of the median (is the machine busy?)")
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         lines.append(f"{len(bad)} not timed:")
@@ -220,6 +228,10 @@ def to_markdown(meta: dict, rows: Sequence[dict]) -> str:
 # Plot
 # ---------------------------------------------------------------------------
 
+# speedup ticks: dense enough to read a narrow range, sparse enough for a wide one
+NICE = [m * 10.0**e for e in range(-2, 3) for m in (1, 1.5, 2, 3, 5, 7)]
+
+
 def plot(path: str, meta: dict, rows: Sequence[dict]):
     """Speedup against batch size and against hidden size, one panel row per
     mode, one line per cell kind and dtype (one layer, one direction). Each
@@ -228,13 +240,15 @@ def plot(path: str, meta: dict, rows: Sequence[dict]):
 
     matplotlib.use("Agg")  # no display on a benchmark machine
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     timed = [r for r in rows if r["status"] == "ok" and r["layers"] == 1 and not r["bidirectional"]]
     modes = [m for m in ("inference", "training") if any(r["mode"] == m for r in timed)] or ["inference"]
     axes_x = (("batch", "batch size B"), ("hidden", "hidden size H (= input size)"))
     fig, axes = plt.subplots(len(modes), 2, figsize=(12, 4.2 * len(modes)), squeeze=False)
-    cells = sorted({r["cell"] for r in timed})
-    dtypes = sorted({r["dtype"] for r in timed})
+    order = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU", "fp32", "bf16", "fp16", "fp64")
+    cells = sorted({r["cell"] for r in timed}, key=order.index)
+    dtypes = sorted({r["dtype"] for r in timed}, key=order.index)
     colors = {c: f"C{i}" for i, c in enumerate(cells)}
     styles = {d: s for d, s in zip(dtypes, ("-", "--", ":", "-."))}
     for row_i, mode in enumerate(modes):
@@ -253,17 +267,27 @@ def plot(path: str, meta: dict, rows: Sequence[dict]):
             ax.axhline(1.0, color="black", linewidth=1)
             ax.annotate("1.0 = torch.nn", xy=(0.01, 1.0), xycoords=("axes fraction", "data"),
                         xytext=(0, 3), textcoords="offset points", fontsize=8)
+            # log axes: sizes grow by powers of two, speedups are ratios
             ax.set_xscale("log", base=2)
+            sizes = sorted({r[field] for r in timed if r["mode"] == mode})
+            ax.set_xticks(sizes, [str(v) for v in sizes])
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            low, high = ax.get_ylim()
+            ax.yaxis.set_major_locator(ticker.FixedLocator([v for v in NICE if low <= v <= high]))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+            ax.yaxis.set_minor_locator(ticker.NullLocator())
             ax.set_xlabel(xlabel)
             ax.set_ylabel("speedup over torch.nn")
             ax.set_title(f"{mode}: speedup vs {field} (geo-mean over the other sizes)", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-    fig.suptitle(f"rnnkit vs torch.nn, {meta.get('gpu') or meta.get('cpu')}\n{machine_line(meta)}", fontsize=9)
+    # One legend for all panels, below them, a column per cell kind.
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=max(len(cells), 1),
+                   fontsize=9, frameon=False)
+    fig.suptitle(f"rnnkit vs torch.nn (above 1: rnnkit is faster)\n{textwrap.fill(machine_line(meta), 150)}",
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -46,6 +46,7 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
 
 
 # ---- fake kernels: shapes only, for torch.compile and meta tensors ----------
+# Gradients come back laid out like their inputs (empty_like), as in the kernels.
 
 @torch.library.register_fake("rnnkit::rnn_layer")
 def _rnn_layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):

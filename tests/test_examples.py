@@ -36,8 +36,17 @@ def _need_rnnkit(cell="lstm"):
         pytest.skip(f"rnnkit.{cell.upper()} is not available in this build")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models here are tiny: one thread is as fast, and far steadier on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 try:
-    import statsmodels.api  # noqa: F401
+    import statsmodels.datasets  # noqa: F401
 
     HAVE_STATSMODELS = True
 except ImportError:
@@ -70,14 +79,14 @@ def test_corpus_is_stdlib_source_and_deterministic():
 
 def test_char_lm_loss_falls():
     _need_rnnkit("lstm")
-    args = lm_args("--impl", "rnnkit", "--max-steps", "60", "--layers", "2", "--dropout", "0.1")
+    args = lm_args("--impl", "rnnkit", "--max-steps", "40", "--layers", "2", "--dropout", "0.1")
     hist = char_lm.train(args)
     loss = hist["loss"]
-    assert len(loss) == 60 and all(math.isfinite(v) for v in loss)
+    assert len(loss) == 40 and all(math.isfinite(v) for v in loss)
     assert loss[0] == pytest.approx(math.log(len(char_lm.VOCAB)), abs=0.15)  # starts near uniform
     assert sum(loss[-10:]) / 10 < loss[0] - 1.0, loss
     step, bpc = hist["val"][-1]
-    assert step == 60 and bpc < loss[0] / math.log(2)
+    assert step == 40 and bpc < loss[0] / math.log(2)
     text = char_lm.sample(hist["model"], "def ", 40, temperature=0.8, generator=torch.Generator().manual_seed(0))
     assert text.startswith("def ") and len(text) == 44
 
@@ -99,6 +108,20 @@ def test_char_lm_rnnkit_matches_torch(cell):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{cell} parameter {k} after 10 steps")
 
 
+def test_char_lm_lockstep_compare_keeps_runs_independent():
+    """--compare steps two trainers in turn; each keeps its own generator state, so with
+    dropout on, each run is exactly what it would have been alone."""
+    impls = ("rnnkit", "torch") if common.rnnkit_available("lstm") else ("torch", "torch")
+    args = lm_args("--layers", "2", "--dropout", "0.3", "--max-steps", "6")
+    data = char_lm.prepare_data(args, torch.device("cpu"))
+    both = char_lm.train_compare(args, data=data, impls=impls)
+    common.set_seed(args.seed)
+    init = {k: v.clone() for k, v in char_lm.build_model(args, "torch").state_dict().items()}
+    alone = char_lm.train(args, init_state=init, data=data, impl="torch")
+    assert both[1]["loss"] == alone["loss"]
+    torch.testing.assert_close(torch.tensor(both[0]["loss"]), torch.tensor(alone["loss"]), rtol=1e-5, atol=1e-5)
+
+
 def test_char_lm_checkpoint_resume_is_exact(tmp_path):
     """Stop at step 6, resume to 12: the same losses as 12 steps in one go; and the
     checkpoint written by one engine resumes under the other."""
@@ -118,10 +141,17 @@ def test_char_lm_checkpoint_resume_is_exact(tmp_path):
 def test_char_lm_hidden_state_plot(tmp_path):
     args = lm_args("--impl", "torch", "--max-steps", "2")
     hist = char_lm.train(args)
-    piece = char_lm.state_text(hist["data"]["val_text"], 70)
+    warm, piece, context = char_lm.state_text(hist["data"]["val_text"], 70, warm=20, context=300)
+    assert len(piece) == 70 and len(warm) == 20 and piece in context
     trace = char_lm.hidden_trace(hist["model"], piece)
     assert trace.shape == (len(piece), 48) and trace.abs().max() <= 1
-    path = char_lm.plot_states(hist["model"], piece, str(tmp_path / "states.png"), units=32)
+    # the last layer's trace is the model's output sequence
+    out = hist["model"](char_lm.encode(piece).view(-1, 1))[2]
+    torch.testing.assert_close(trace, out[:, 0].detach(), rtol=1e-5, atol=1e-6)
+    picked = char_lm.pick_units(trace, 32)
+    assert len(picked) == 32 and len(set(picked.tolist())) == 32
+    path = char_lm.plot_states(hist["model"], piece, str(tmp_path / "states.png"), units=32, warmup=warm,
+                               context=context)
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -130,7 +160,7 @@ def test_char_lm_command_line(tmp_path):
     _need_rnnkit("lstm")
     png = tmp_path / "states.png"
     loss_png = tmp_path / "loss.png"
-    cmd = [sys.executable, os.path.join(EXAMPLES, "char_lm.py"), *LM_SMALL, "--max-steps", "4", "--compare",
+    cmd = [sys.executable, os.path.join(EXAMPLES, "char_lm.py"), *LM_SMALL, "--max-steps", "4", "--compare", "--threads", "1",
            "--sample-chars", "30", "--plot-states", str(png), "--plot-loss", str(loss_png)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -183,7 +213,7 @@ def test_forecast_rnnkit_matches_torch(cell):
 def test_forecast_command_line(tmp_path):
     _need_rnnkit("gru")
     png = tmp_path / "forecast.png"
-    cmd = [sys.executable, os.path.join(EXAMPLES, "forecast.py"), *FC_SMALL, "--epochs", "3", "--compare",
+    cmd = [sys.executable, os.path.join(EXAMPLES, "forecast.py"), *FC_SMALL, "--epochs", "3", "--compare", "--threads", "1",
            "--plot", str(png)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -739,17 +739,8 @@ class _Tagger(nn.Module):
         return self.head(y), h.sum(0), c.sum(0)
 
 
-# With batch_first the first layer gets a non-contiguous (transposed) x. The fake
-# kernel of rnnkit::rnn_layer_backward answers torch.empty_like(x), which keeps x's
-# strides, while the real kernel returns a contiguous dx, so the compiled backward
-# fails its stride assertion. An engine (rnnkit/ops.py) bug, reported; not worked
-# around here. Remove the xfail once the fake kernel returns contiguous gradients.
-ENGINE_FAKE_STRIDE_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="rnnkit.ops: rnn_layer_backward fake kernel keeps x's strides (empty_like)")
-
-
-@pytest.mark.parametrize("batch_first", [False, pytest.param(True, marks=ENGINE_FAKE_STRIDE_BUG)])
+# batch_first hands the first layer a transposed (non-contiguous) input.
+@pytest.mark.parametrize("batch_first", [False, True])
 def test_torch_compile_fullgraph_matches_eager(batch_first):
     torch._dynamo.reset()
     model = _Tagger(batch_first)
