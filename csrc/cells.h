@@ -39,6 +39,16 @@ RNNKIT_HD float bits_to_float(int32_t i) { union { int32_t i; float f; } u{i}; r
 RNNKIT_HD int32_t float_to_bits(float f) { union { float f; int32_t i; } u{f}; return u.i; }
 RNNKIT_HD double bits_to_double(int64_t i) { union { int64_t i; double d; } u{i}; return u.d; }
 RNNKIT_HD int64_t double_to_bits(double d) { union { double d; int64_t i; } u{d}; return u.i; }
+
+// NaN in, NaN out, decided on the bits: the CPU kernels are built with
+// finite-math-only (see cpu/step_cpu.cpp), under which the compiler may turn
+// the clamps below into min/max that drop a NaN, and would fold a float test.
+RNNKIT_HD float keep_nan(float input, float result) {
+  return (float_to_bits(input) & 0x7fffffff) > 0x7f800000 ? input : result;
+}
+RNNKIT_HD double keep_nan(double input, double result) {
+  return (double_to_bits(input) & 0x7fffffffffffffffLL) > 0x7ff0000000000000LL ? input : result;
+}
 #endif
 
 // exp without a libm call on the host, so that a loop over a row of hidden
@@ -50,6 +60,7 @@ RNNKIT_HD float exp_(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
+  const float input = x;
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23
@@ -65,7 +76,7 @@ RNNKIT_HD float exp_(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return p * bits_to_float((float_to_bits(t) + 127) << 23);
+  return keep_nan(input, p * bits_to_float((float_to_bits(t) + 127) << 23));
 #endif
 }
 
@@ -73,6 +84,7 @@ RNNKIT_HD double exp_(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
+  const double input = x;
   x = x < -708.0 ? -708.0 : x;
   x = x > 709.0 ? 709.0 : x;
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
@@ -95,7 +107,7 @@ RNNKIT_HD double exp_(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  return p * bits_to_double((double_to_bits(t) + 1023) << 52);
+  return keep_nan(input, p * bits_to_double((double_to_bits(t) + 1023) << 52));
 #endif
 }
 
@@ -117,7 +129,11 @@ RNNKIT_HD A tanh_(A x) {
 // relu that keeps NaN, as torch.relu does.
 template <class A>
 RNNKIT_HD A relu(A x) {
+#if defined(__CUDA_ARCH__)
   return x < A(0) ? A(0) : x;
+#else
+  return math::keep_nan(x, x < A(0) ? A(0) : x);
+#endif
 }
 
 }  // namespace math

@@ -302,3 +302,23 @@ def test_bfloat16_close_to_float32():
     y32, _, _ = ops.rnn_layer(*f32)
     y16, _, _ = ops.rnn_layer(*bf16)
     assert (y16.float() - y32).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nan_and_inf_propagate_like_torch(mode, dtype):
+    """The CPU kernels are built with finite-math-only for speed; NaN must
+    still come out where torch.nn gives NaN, and inf inputs saturate alike."""
+    ref = torch_layer(mode, 4, 5, dtype=dtype)
+    x = torch.randn(3, 3, 4, dtype=dtype)
+    x[1, 0, 2] = float("nan")
+    x[0, 2, 1] = float("inf")
+    h0 = torch.zeros(3, 5, dtype=dtype)
+    c0 = torch.zeros(3, 5, dtype=dtype) if mode == "LSTM" else None
+    with torch.no_grad():
+        y_ref, _ = ref(x, (h0[None], c0[None]) if c0 is not None else h0[None])
+        y, _, _ = ops.rnn_layer(x, h0, c0, *layer_weights(ref), None, mode, False)
+    assert torch.equal(y.isnan(), y_ref.isnan())
+    assert torch.equal(y.isinf(), y_ref.isinf()) and torch.equal(y[y.isinf()], y_ref[y_ref.isinf()])
+    finite = y_ref.isfinite()
+    assert_close(y[finite], y_ref[finite], dtype, "finite outputs")

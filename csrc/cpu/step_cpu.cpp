@@ -10,6 +10,13 @@
 
 #include <cstring>
 
+// For the cell math below (cells.h included after this line): finite-math-only
+// and no-signed-zeros let the clamps inside exp_ become single min/max
+// instructions instead of compare-and-blend pairs, which makes the cell loops
+// several times faster. Finite results are unchanged.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("finite-math-only", "no-signed-zeros")
+#endif
 #include "../step.h"
 
 // x86-64-v4 is AVX-512, v3 AVX2 + FMA; GCC picks the clone by CPU features
@@ -38,6 +45,15 @@ void for_rows(const StepShape& s, int64_t units_per_row, const Fn& fn) {
 template <class T>
 void copy_row(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
   std::memcpy(dst, src, n * sizeof(T));
+}
+
+// Pulls a row that the next step will read into cache while this step runs:
+// the input projections were written long before, by the big GEMM, and come
+// from memory otherwise.
+template <class T>
+void prefetch_row(const T* row, int64_t n) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t k = 0; k < n; k += kLine) __builtin_prefetch(row + k, 0, 2);
 }
 
 template <class T>
@@ -133,6 +149,8 @@ void forward_step_typed(const ForwardStep& a) {
         continue;
       }
       const int64_t tb = t * B + b;
+      const int64_t t_next = s.reverse ? t - 1 : t + 1;
+      if (t_next >= 0 && t_next < s.T) prefetch_row(gx + (t_next * B + b) * G, G);
       const T* gx_row = gx + tb * G;
       const T* gh_row = gh + b * G;
       T* y_row = y + tb * P;
