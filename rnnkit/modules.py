@@ -24,7 +24,6 @@ from . import ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
-_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
@@ -98,14 +97,14 @@ class _RNNBase(nn.Module):
                              "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
-        if mode not in _GATES:
+        if mode not in ops.GATES:
             raise ValueError("Unrecognized RNN mode: " + mode)
 
         # Registration order matters: it fixes state_dict order and, with
         # reset_parameters drawing in that order, gives torch.nn's exact init
         # under the same seed.
         factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[mode] * hidden_size
+        gate_size = ops.GATES[mode] * hidden_size
         out_size = proj_size if proj_size > 0 else hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names: List[str] = []

@@ -17,7 +17,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("finite-math-only", "no-signed-zeros")
 #endif
-#include "../step.h"
+#include "../step_registration.h"
 
 // x86-64-v4 is AVX-512, v3 AVX2 + FMA; GCC picks the clone by CPU features
 // (clones named after a CPU model would be picked by model, not features).
@@ -39,6 +39,7 @@ constexpr int64_t kUnitsPerTask = 16384;
 template <class Fn>
 void for_rows(const StepShape& s, int64_t units_per_row, const Fn& fn) {
   int64_t grain = std::max<int64_t>(1, kUnitsPerTask / std::max<int64_t>(1, units_per_row));
+  if (s.B <= grain) return fn(0, s.B);  // one task: skip the thread pool's bookkeeping
   at::parallel_for(0, s.B, grain, [&](int64_t b0, int64_t b1) { fn(b0, b1); });
 }
 
@@ -349,22 +350,7 @@ void project_backward_step_typed(const ProjectBackwardStep& a) {
   }
 }
 
-#define RNNKIT_DISPATCH_STEP(dtype, fn, arg)                                              \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "rnnkit_cpu_step", \
-                                  [&] { fn<scalar_t>(arg); })
-
-void forward_step(const ForwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, forward_step_typed, a); }
-void project_step(const ProjectStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, project_step_typed, a); }
-void backward_step(const BackwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, backward_step_typed, a); }
-void project_backward_step(const ProjectBackwardStep& a) {
-  RNNKIT_DISPATCH_STEP(a.shape.dtype, project_backward_step_typed, a);
-}
-
-const StepKernels kCpuKernels{forward_step, project_step, backward_step, project_backward_step};
-
-struct RegisterCpu {
-  RegisterCpu() { register_step_kernels(c10::DeviceType::CPU, &kCpuKernels); }
-} register_cpu;
+RNNKIT_REGISTER_STEP_KERNELS(CPU, forward_step_typed, project_step_typed, backward_step_typed, project_backward_step_typed)
 
 }  // namespace
 }  // namespace rnnkit

@@ -20,8 +20,9 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <type_traits>
 
-#include "../step.h"
+#include "../step_registration.h"
 
 namespace rnnkit {
 namespace {
@@ -272,26 +273,27 @@ __global__ void project_backward_kernel(const ProjectBackwardStep a) {
 
 // ---- launchers -----------------------------------------------------------
 
+// Calls launch with the cell kind as a compile-time constant.
+template <class Launch>
+void with_kind(CellKind kind, const Launch& launch) {
+  using K = CellKind;
+  switch (kind) {
+    case K::LSTM: return launch(std::integral_constant<K, K::LSTM>{});
+    case K::GRU: return launch(std::integral_constant<K, K::GRU>{});
+    case K::RNN_TANH: return launch(std::integral_constant<K, K::RNN_TANH>{});
+    case K::RNN_RELU: return launch(std::integral_constant<K, K::RNN_RELU>{});
+  }
+}
+
 template <class T>
 void forward_typed(const ForwardStep& a) {
   const StepShape& s = a.shape;
   if (s.B == 0 || s.H == 0) return;
   const Launch l = launch_for(s.B, std::max(s.H, s.P));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  switch (s.kind) {
-    case CellKind::LSTM:
-      forward_kernel<T, CellKind::LSTM><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::GRU:
-      forward_kernel<T, CellKind::GRU><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::RNN_TANH:
-      forward_kernel<T, CellKind::RNN_TANH><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::RNN_RELU:
-      forward_kernel<T, CellKind::RNN_RELU><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-  }
+  with_kind(s.kind, [&](auto kind) {
+    forward_kernel<T, decltype(kind)::value><<<l.grid, l.block, 0, stream>>>(a);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -311,20 +313,9 @@ void backward_typed(const BackwardStep& a) {
   // Finished rows zero G = gates * H values; size x by H, the loops stride.
   const Launch l = launch_for(s.B, std::max(s.H, s.P));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  switch (s.kind) {
-    case CellKind::LSTM:
-      backward_kernel<T, CellKind::LSTM><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::GRU:
-      backward_kernel<T, CellKind::GRU><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::RNN_TANH:
-      backward_kernel<T, CellKind::RNN_TANH><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-    case CellKind::RNN_RELU:
-      backward_kernel<T, CellKind::RNN_RELU><<<l.grid, l.block, 0, stream>>>(a);
-      break;
-  }
+  with_kind(s.kind, [&](auto kind) {
+    backward_kernel<T, decltype(kind)::value><<<l.grid, l.block, 0, stream>>>(a);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -337,22 +328,7 @@ void project_backward_typed(const ProjectBackwardStep& a) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-#define RNNKIT_DISPATCH_STEP(dtype, fn, arg)                                               \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "rnnkit_cuda_step", \
-                                  [&] { fn<scalar_t>(arg); })
-
-void forward_step(const ForwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, forward_typed, a); }
-void project_step(const ProjectStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, project_typed, a); }
-void backward_step(const BackwardStep& a) { RNNKIT_DISPATCH_STEP(a.shape.dtype, backward_typed, a); }
-void project_backward_step(const ProjectBackwardStep& a) {
-  RNNKIT_DISPATCH_STEP(a.shape.dtype, project_backward_typed, a);
-}
-
-const StepKernels kCudaKernels{forward_step, project_step, backward_step, project_backward_step};
-
-struct RegisterCuda {
-  RegisterCuda() { register_step_kernels(c10::DeviceType::CUDA, &kCudaKernels); }
-} register_cuda;
+RNNKIT_REGISTER_STEP_KERNELS(CUDA, forward_typed, project_typed, backward_typed, project_backward_typed)
 
 }  // namespace
 }  // namespace rnnkit
