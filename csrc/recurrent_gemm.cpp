@@ -12,6 +12,8 @@ void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k
 void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
                          int lda, const float* b, int ldb, float beta, float* c, int ldc)
     __attribute__((weak));
+// The C entry point (the lower-case names are the Fortran ones, taking int*).
+int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
 }
 
 namespace rnnkit {
@@ -26,6 +28,10 @@ bool mkl_packing_available() {
 }
 
 bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
+
+// Below this many multiply-adds a step's GEMM is done sooner by one thread
+// than split across threads that must then meet again (batch-1 inference).
+constexpr int64_t kSingleThreadMacs = int64_t(1) << 18;
 
 }  // namespace
 
@@ -47,9 +53,12 @@ RecurrentGemm::RecurrentGemm(const at::Tensor& weight, bool transposed, int64_t 
 
 void RecurrentGemm::run(at::Tensor& out, const at::Tensor& in, bool accumulate) const {
   if (packed_.defined()) {
+    const bool one_thread = m_ * n_ * k_ < kSingleThreadMacs && MKL_Set_Num_Threads_Local;
+    const int before = one_thread ? MKL_Set_Num_Threads_Local(1) : 0;
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m_, n_, k_, in.data_ptr<float>(), k_,
                         packed_.data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f,
                         out.data_ptr<float>(), n_);
+    if (one_thread) MKL_Set_Num_Threads_Local(before);
     return;
   }
   const at::Tensor w = transposed_ ? weight_.t() : weight_;

@@ -218,7 +218,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   Tensor dw_ih = at::mm(dgx_rows.t(), x.view({T * B, I}));
   Tensor dw_hh = at::mm(dgh_rows.t(), previous_hidden(y, h0, lengths_in, reverse).reshape({T * B, P}));
   Tensor db_ih = dgx_rows.sum(0);
-  Tensor db_hh = dgh_rows.sum(0);
+  // LSTM and RNN share one gate gradient between the two sides: one reduction.
+  Tensor db_hh = kind == CellKind::GRU ? dgh_rows.sum(0) : db_ih.clone();
   Tensor dw_hr = project ? at::mm(dhp_seq.view({T * B, P}).t(), r_seq.view({T * B, H}))
                          : at::empty({0}, opts);
   if (kind == CellKind::LSTM) dc = laid_out_like(dc, *c0);
