@@ -118,7 +118,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor r = project ? at::empty({B, H}, x.options()) : Tensor();
 
   const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B);
-  const RecurrentGemm project_gemm = project ? RecurrentGemm(w_hr, true, B) : hidden_gemm;
+  const std::optional<RecurrentGemm> project_gemm =
+      project ? std::make_optional<RecurrentGemm>(w_hr, true, B) : std::nullopt;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // 2. Per step: the recurrent GEMM and one fused pointwise pass.
@@ -129,7 +130,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
                      h_next.data_ptr(), mutable_ptr_or_null(r), mutable_ptr_or_null(c),
                      y.data_ptr(), W > 0 && training ? saved.data_ptr() : nullptr});
     if (project) {
-      project_gemm.run(h_next, r, false);
+      project_gemm->run(h_next, r, false);
       kernels.project({shape, h_cur.data_ptr(), h_next.data_ptr(), y.data_ptr()});
     }
     std::swap(h_cur, h_next);
@@ -192,7 +193,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   }
 
   const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B);
-  const RecurrentGemm project_gemm = project ? RecurrentGemm(w_hr, false, B) : hidden_gemm;
+  const std::optional<RecurrentGemm> project_gemm =
+      project ? std::make_optional<RecurrentGemm>(w_hr, false, B) : std::nullopt;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // The only sequential part: dh and dc through time.
@@ -201,7 +203,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
     if (project) {
       kernels.project_backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), dhp_seq.data_ptr(),
                                 dhp_step.data_ptr()});
-      project_gemm.run(dr, dhp_step, false);
+      project_gemm->run(dr, dhp_step, false);
     }
     kernels.backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), ptr_or_null(dr),
                       mutable_ptr_or_null(dc), h0.data_ptr(), ptr_or_null(c0c), y.data_ptr(),
