@@ -5,7 +5,7 @@ for each cell kind (LSTM, GRU, RNN tanh, RNN relu): 16 configurations, each
 checked for equal numbers first, then timed (median after warm-up). A thin
 script over rnnkit.bench, which does the work.
 
-    python benchmarks/cpu_bench.py [--threads N] [--budget S] [--json PATH] [--markdown PATH]
+    python benchmarks/cpu_bench.py [--threads N] [--budget S] [--json PATH] [--markdown PATH] [--plot PATH]
 """
 import argparse
 import os
@@ -54,6 +54,7 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=2.0, help="seconds of timed runs per configuration (default 2)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH")
+    p.add_argument("--plot", metavar="PATH", help="PNG of the speedups (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.threads:
@@ -66,18 +67,10 @@ def main(argv=None):
     meta.update(suite="cpu_bench", budget_s=args.budget, min_reps=3, wall_s=round(wall, 1),
                 command=" ".join(sys.argv), tolerance=bench.TOLERANCE)
 
-    print(f"rnnkit vs torch.nn on {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, "
-          f"T=100, I=H=256, fp32; ratio = torch.nn time / rnnkit time (above 1: rnnkit is faster)\n")
+    print(f"T=100, I=H=256, fp32; ratio = torch.nn time / rnnkit time (above 1: rnnkit is faster)\n")
     print(ratio_table(rows))
     print()
-    print(bench_report.format_table(rows))
-    print()
-    print("\n".join(bench_report.summary_lines(rows)))
-    if args.json:
-        bench_report.save_json(args.json, meta, rows)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(bench_report.to_markdown(meta, rows))
+    bench.write_outputs(args, meta, rows)  # machine line, full table, summary, files
     print(f"\n{len(rows)} configurations in {bench_report.fmt_duration(wall)}", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

@@ -127,6 +127,24 @@ def ensure_parent(path):
     os.makedirs(parent, exist_ok=True)
 
 
+def add_run_args(parser):
+    """The flags every example shares: where it runs, its seed, its size."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute on a CPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_with_presets(parser, argv, quick, full):
+    """Parse, apply --threads, and fill what was not given from the quick or full preset."""
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return fill_defaults(args, quick if args.quick else full)
+
+
 def fill_defaults(args, preset):
     """Fill every argparse value left at None from `preset` (explicit flags win)."""
     for key, value in preset.items():

@@ -433,19 +433,11 @@ def build_parser():
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0: off)")
     p.add_argument("--plot", metavar="PATH", help="PNG: forecast against truth on the test span")
     p.add_argument("--plot-loss", metavar="PATH", help="PNG: train/validation loss per epoch")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", help="a small run that finishes in well under a minute on a CPU")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+    return C.add_run_args(p)
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return C.fill_defaults(args, QUICK if args.quick else FULL)
+    return C.parse_with_presets(build_parser(), argv, QUICK, FULL)
 
 
 def main(argv=None):
