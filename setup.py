@@ -8,6 +8,7 @@ import glob
 import os
 import shutil
 import site
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -54,13 +55,33 @@ def nvidia_wheel_includes():
     return sorted(set(found))
 
 
+def shared_libstdcxx_link_args():
+    """Where the compiler finds only the static libstdc++ (libstdc++.a, no
+    libstdc++.so development link), `g++ -shared` copies it into the
+    extension: a second C++ runtime beside the process's libstdc++.so.6 whose
+    locale is never set up, so the first number written into an error message
+    crashes (seen on the GPU machine, whose CXX is a g++ 13 in /opt/gcc with
+    no libstdc++.so beside it). Link the shared runtime by its file name then."""
+    if not sys.platform.startswith("linux"):
+        return []
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        found = subprocess.run([compiler, "-print-file-name=libstdc++.so"], capture_output=True,
+                               text=True, check=False).stdout.strip()
+    except OSError:
+        return []
+    return [] if os.path.isabs(found) and os.path.exists(found) else ["-l:libstdc++.so.6"]
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # No trapping math lets GCC vectorise the branch-free cell loops (results unchanged).
     cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+    link = shared_libstdcxx_link_args()
     cuda_home = want_cuda()
     if cuda_home is None:
-        return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx})
+        return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx},
+                                          extra_link_args=link)
     # torch reads CUDA_HOME when it is imported; point it at the real toolkit.
     os.environ["CUDA_HOME"] = cuda_home
     cpp_extension.CUDA_HOME = cuda_home
@@ -72,6 +93,7 @@ def extension():
         sources,
         include_dirs=nvidia_wheel_includes(),
         extra_compile_args={"cxx": cxx + ["-DRNNKIT_WITH_CUDA"], "nvcc": nvcc},
+        extra_link_args=link,
     )
 
 

@@ -15,6 +15,8 @@
 #             default T=100 B=64 I=H=512 in fp32 and bf16, inference and
 #             training, rnnkit vs cuDNN, plus batch-1 latency)    -> bench_gpu.json, bench_gpu.md
 #             (its table also goes to summary.txt)
+#   profile   benchmarks/gpu_profile.py: kernel time against wall time
+#             per step, rnnkit and cuDNN                          -> summary.txt
 # OUTDIR ends up with 8 files, the most the device tool brings back.
 #
 # Needs: python3 with torch (CUDA build), nvcc, ninja, pytest; no network.
@@ -83,6 +85,7 @@ ENV="$OUTDIR/env.txt"
   echo; echo "--- nvcc"; nvcc --version 2>&1 | tail -3
   echo; echo "--- compute-sanitizer"; compute-sanitizer --version 2>&1 | head -3
   echo; echo "--- ninja $(ninja --version 2>&1)"
+  echo; echo "--- C++ compiler ${CXX:-c++}: $(${CXX:-c++} --version 2>&1 | head -1); shared libstdc++: $(${CXX:-c++} -print-file-name=libstdc++.so)"
   echo; echo "--- python"
   timeout 60 "$PY" - <<'EOF' 2>&1
 import platform, torch
@@ -118,6 +121,12 @@ print('rnnkit', rnnkit.__file__, 'built_with_cuda', rnnkit.built_with_cuda(), 'g
 assert rnnkit.built_with_cuda(), 'rnnkit was built without its CUDA kernels'
 "
 grep -E "^rnnkit .*built_with_cuda" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
+# The extension must use the process's C++ runtime, not carry a copy of it.
+{
+  echo "--- linked libraries"; ldd rnnkit/_C*.so 2>&1 | grep -E "stdc|c10|torch"
+  echo "--- C++ runtime code defined inside the extension (expect 0): $(nm -C --defined-only rnnkit/_C*.so 2>/dev/null | grep -c 'std::locale::')"
+} >> "$BUILD_LOG" 2>&1
+grep -E "^--- C\+\+ runtime" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
 
 # ---- tests -----------------------------------------------------------------------------------
 PYTEST_LOG="$OUTDIR/pytest.log"
@@ -195,6 +204,12 @@ fi
   grep -v "^===" "$BENCH_CONSOLE" | tail -n 80
 } >> "$SUMMARY"
 rm -rf "$(dirname "$BENCH_CONSOLE")"
+
+# ---- profile: kernel time against wall time per step -------------------------------------------
+PROFILE_LOG="$(mktemp -d)/profile.log"
+run_stage profile "$(stage_limit 90 0)" "$PROFILE_LOG" "$PY" benchmarks/gpu_profile.py
+{ echo "--- profile"; grep -v "^===\|UserWarning\|_warn_once" "$PROFILE_LOG"; } >> "$SUMMARY"
+rm -rf "$(dirname "$PROFILE_LOG")"
 
 echo "total $(( $(date +%s) - START ))s; $( ((FAILED)) && echo 'SOME STAGES FAILED' || echo 'all stages passed')" >> "$SUMMARY"
 cat "$SUMMARY"
