@@ -35,8 +35,9 @@ constexpr int64_t kSingleThreadMacs = int64_t(1) << 18;
 
 }  // namespace
 
-RecurrentGemm::RecurrentGemm(const at::Tensor& weight, bool transposed, int64_t rows)
-    : weight_(weight.contiguous()), transposed_(transposed) {
+RecurrentGemm::RecurrentGemm(const at::Tensor& weight, bool transposed, int64_t rows,
+                             void (*device_gemm)(const StepGemm&))
+    : weight_(weight.contiguous()), transposed_(transposed), device_gemm_(device_gemm) {
   n_ = transposed ? weight_.size(0) : weight_.size(1);
   k_ = transposed ? weight_.size(1) : weight_.size(0);
   m_ = rows;
@@ -59,6 +60,11 @@ void RecurrentGemm::run(at::Tensor& out, const at::Tensor& in, bool accumulate) 
                         packed_.data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f,
                         out.data_ptr<float>(), n_);
     if (one_thread) MKL_Set_Num_Threads_Local(before);
+    return;
+  }
+  if (device_gemm_) {
+    device_gemm_({weight_.scalar_type(), m_, n_, k_, in.data_ptr(), weight_.data_ptr(), transposed_,
+                  out.data_ptr(), accumulate});
     return;
   }
   const at::Tensor w = transposed_ ? weight_.t() : weight_;

@@ -98,6 +98,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   const Tensor w_hh = w_hh_in.contiguous();
   const Tensor w_hr = contiguous_or_undefined(w_hr_in);
   const Tensor lengths = contiguous_or_undefined(lengths_in);
+  // Contiguous like the weights, so that a strided bias takes the same GEMM
+  // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
+  const Tensor bias_ih = contiguous_or_undefined(b_ih);
   // Kernels always add b_hh; zeros stand in when the layer has no bias.
   const Tensor bias_hh = b_hh.has_value() ? b_hh->contiguous() : at::zeros({G}, x.options());
 
@@ -105,7 +108,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gx = at::empty({T, B, G}, x.options());
   if (T * B > 0) {
     Tensor gx_rows = gx.view({T * B, G});
-    if (b_ih.has_value()) at::addmm_out(gx_rows, *b_ih, x.view({T * B, n.I}), w_ih.t());
+    if (bias_ih.defined()) at::addmm_out(gx_rows, bias_ih, x.view({T * B, n.I}), w_ih.t());
     else at::mm_out(gx_rows, x.view({T * B, n.I}), w_ih.t());
   }
 
@@ -117,9 +120,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gh = at::empty({B, G}, x.options());
   Tensor r = project ? at::empty({B, H}, x.options()) : Tensor();
 
-  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B);
+  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B, kernels.gemm);
   const std::optional<RecurrentGemm> project_gemm =
-      project ? std::make_optional<RecurrentGemm>(w_hr, true, B) : std::nullopt;
+      project ? std::make_optional<RecurrentGemm>(w_hr, true, B, kernels.gemm) : std::nullopt;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // 2. Per step: the recurrent GEMM and one fused pointwise pass.
@@ -192,9 +195,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
     r_seq = sequence_buffer({T, B, H}, x, has_lengths);
   }
 
-  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B);
+  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B, kernels.gemm);
   const std::optional<RecurrentGemm> project_gemm =
-      project ? std::make_optional<RecurrentGemm>(w_hr, false, B) : std::nullopt;
+      project ? std::make_optional<RecurrentGemm>(w_hr, false, B, kernels.gemm) : std::nullopt;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   // The only sequential part: dh and dc through time.

@@ -82,11 +82,26 @@ struct ProjectBackwardStep {
   void* dhp_step;      // (B,P)
 };
 
+// The GEMM the time loop runs every step with the same weight:
+// out (M,N) = in (M,K) · op(W), or += when accumulate; op(W) = W^T for a
+// (N,K) weight (forward), W for a (K,N) one (backward). All contiguous.
+struct StepGemm {
+  c10::ScalarType dtype;
+  int64_t M, N, K;
+  const void* in;
+  const void* weight;
+  bool transposed;
+  void* out;
+  bool accumulate;
+};
+
 struct StepKernels {
   void (*forward)(const ForwardStep&);
   void (*project)(const ProjectStep&);
   void (*backward)(const BackwardStep&);
   void (*project_backward)(const ProjectBackwardStep&);
+  // A device's own call for the step GEMM, or null to use ATen's mm.
+  void (*gemm)(const StepGemm&);
 };
 
 // Each device file registers its kernels at load time.

@@ -350,7 +350,9 @@ void project_backward_step_typed(const ProjectBackwardStep& a) {
   }
 }
 
-RNNKIT_REGISTER_STEP_KERNELS(CPU, forward_step_typed, project_step_typed, backward_step_typed, project_backward_step_typed)
+// No step GEMM of its own: the driver's RecurrentGemm packs W once for MKL.
+RNNKIT_REGISTER_STEP_KERNELS(CPU, forward_step_typed, project_step_typed, backward_step_typed,
+                             project_backward_step_typed, nullptr)
 
 }  // namespace
 }  // namespace rnnkit

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "../step_registration.h"
+#include "gemm_cuda.h"
 
 namespace rnnkit {
 namespace {
@@ -328,7 +329,8 @@ void project_backward_typed(const ProjectBackwardStep& a) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-RNNKIT_REGISTER_STEP_KERNELS(CUDA, forward_typed, project_typed, backward_typed, project_backward_typed)
+RNNKIT_REGISTER_STEP_KERNELS(CUDA, forward_typed, project_typed, backward_typed, project_backward_typed,
+                             step_gemm_cuda)
 
 }  // namespace
 }  // namespace rnnkit
