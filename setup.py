@@ -73,11 +73,21 @@ def shared_libstdcxx_link_args():
     return [] if os.path.isabs(found) and os.path.exists(found) else ["-l:libstdc++.so.6"]
 
 
+def openmp_flags():
+    """ATen's parallel_for splits work across threads only in code compiled
+    with OpenMP (without it, it runs the whole range on the calling thread).
+    torch's Linux wheels carry their own libgomp.so.1, which the extension
+    then shares through that same name: one thread pool, torch's."""
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        return ["-fopenmp"]
+    return []
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # No trapping math lets GCC vectorise the branch-free cell loops (results unchanged).
-    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
-    link = shared_libstdcxx_link_args()
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + openmp_flags()
+    link = shared_libstdcxx_link_args() + openmp_flags()
     cuda_home = want_cuda()
     if cuda_home is None:
         return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx},

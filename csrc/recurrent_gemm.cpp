@@ -1,33 +1,11 @@
 #include "recurrent_gemm.h"
 
-#include <limits>
-
-// MKL's packed-GEMM entry points, exported by torch's CPU library on builds
-// that carry MKL. Weak, so that rnnkit loads (and falls back to at::mm) on
-// builds without them.
-extern "C" {
-size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
-void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
-                      const float* src, int ld, float* dest) __attribute__((weak));
-void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
-                         int lda, const float* b, int ldb, float beta, float* c, int ldc)
-    __attribute__((weak));
-// The C entry point (the lower-case names are the Fortran ones, taking int*).
-int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
-}
+#include "cpu/mkl_packed.h"
 
 namespace rnnkit {
 namespace {
 
-// CBLAS enum values (mkl_cblas.h).
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
-
-bool mkl_packing_available() {
-  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
-         cblas_sgemm_compute != nullptr;
-}
-
-bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
+using namespace mkl;
 
 // Below this many multiply-adds a step's GEMM is done sooner by one thread
 // than split across threads that must then meet again (batch-1 inference).
@@ -42,7 +20,7 @@ RecurrentGemm::RecurrentGemm(const at::Tensor& weight, bool transposed, int64_t 
   k_ = transposed ? weight_.size(1) : weight_.size(0);
   m_ = rows;
   const bool use_packed = weight_.device().is_cpu() && weight_.scalar_type() == at::kFloat &&
-                          mkl_packing_available() && m_ > 0 && n_ > 0 && k_ > 0 &&
+                          packing_available() && m_ > 0 && n_ > 0 && k_ > 0 &&
                           fits_int(m_) && fits_int(n_) && fits_int(k_);
   if (!use_packed) return;
   const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, m_, n_, k_);

@@ -100,9 +100,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   const Tensor lengths = contiguous_or_undefined(lengths_in);
   // Contiguous like the weights, so that a strided bias takes the same GEMM
   // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
-  const Tensor bias_ih = contiguous_or_undefined(b_ih);
+  Tensor bias_ih = contiguous_or_undefined(b_ih);
   // Kernels always add b_hh; zeros stand in when the layer has no bias.
-  const Tensor bias_hh = b_hh.has_value() ? b_hh->contiguous() : at::zeros({G}, x.options());
+  Tensor bias_hh = b_hh.has_value() ? b_hh->contiguous() : at::zeros({G}, x.options());
+  // On the CPU, where addmm first copies the bias into every row of its
+  // output (T*B*G values), LSTM and RNN add both biases in the cell instead:
+  // both sit beside the same pre-activation. GRU cannot (b_hn is inside r * ...).
+  if (x.device().is_cpu() && kind != CellKind::GRU && bias_ih.defined()) {
+    bias_hh = bias_hh + bias_ih;
+    bias_ih = Tensor();
+  }
 
   // 1. Input projections of every step in one GEMM.
   Tensor gx = at::empty({T, B, G}, x.options());
@@ -120,21 +127,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gh = at::empty({B, G}, x.options());
   Tensor r = project ? at::empty({B, H}, x.options()) : Tensor();
 
+  StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
+                  has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
+  void* saved_ptr = W > 0 && training ? saved.data_ptr() : nullptr;
+  // 2. The time loop: the device's own where it has one for this case...
+  const ForwardStep pointers{shape, gx.data_ptr(), gh.data_ptr(), bias_hh.data_ptr(), nullptr,
+                             nullptr, mutable_ptr_or_null(r), mutable_ptr_or_null(c),
+                             y.data_ptr(), saved_ptr};
+  if (T > 0 && B > 0 && !project && kernels.forward_loop &&
+      kernels.forward_loop(
+          {pointers, h_cur.data_ptr(), h_next.data_ptr(), gh.data_ptr(), w_hh.data_ptr()}))
+    return {y, h_cur, c, saved};
+
+  // ... else per step: the recurrent GEMM and one fused pointwise pass.
   const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B, kernels.gemm);
   const std::optional<RecurrentGemm> project_gemm =
       project ? std::make_optional<RecurrentGemm>(w_hr, true, B, kernels.gemm) : std::nullopt;
-  StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
-                  has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
-  // 2. Per step: the recurrent GEMM and one fused pointwise pass.
   for (int64_t s = 0; s < T && B > 0; ++s) {
-    shape.step = s;
+    ForwardStep step = pointers;
+    step.shape.step = s;
+    step.h_prev = h_cur.data_ptr();
+    step.h_next = h_next.data_ptr();
     hidden_gemm.run(gh, h_cur, /*accumulate=*/false);
-    kernels.forward({shape, gx.data_ptr(), gh.data_ptr(), bias_hh.data_ptr(), h_cur.data_ptr(),
-                     h_next.data_ptr(), mutable_ptr_or_null(r), mutable_ptr_or_null(c),
-                     y.data_ptr(), W > 0 && training ? saved.data_ptr() : nullptr});
+    kernels.forward(step);
     if (project) {
       project_gemm->run(h_next, r, false);
-      kernels.project({shape, h_cur.data_ptr(), h_next.data_ptr(), y.data_ptr()});
+      kernels.project({step.shape, h_cur.data_ptr(), h_next.data_ptr(), y.data_ptr()});
     }
     std::swap(h_cur, h_next);
   }

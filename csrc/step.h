@@ -95,6 +95,19 @@ struct StepGemm {
   bool accumulate;
 };
 
+// A whole forward time loop that a device runs by itself (the CPU splits the
+// hidden units across its threads, one barrier per step). `step` holds the
+// pointers as for one step, but for h_prev, h_next and gh, which the loop
+// sets: it reads h0 from h_cur and leaves the final state there; h_spare and
+// gh are scratch.
+struct ForwardLoop {
+  ForwardStep step;
+  void* h_cur;       // (B,P)
+  void* h_spare;     // (B,P)
+  void* gh;          // (B,G)
+  const void* w_hh;  // (G,P) contiguous
+};
+
 struct StepKernels {
   void (*forward)(const ForwardStep&);
   void (*project)(const ProjectStep&);
@@ -102,6 +115,9 @@ struct StepKernels {
   void (*project_backward)(const ProjectBackwardStep&);
   // A device's own call for the step GEMM, or null to use ATen's mm.
   void (*gemm)(const StepGemm&);
+  // Runs the forward time loop and returns true, or returns false where it
+  // does not apply (the driver then runs it step by step); may be null.
+  bool (*forward_loop)(const ForwardLoop&);
 };
 
 // Each device file registers its kernels at load time.

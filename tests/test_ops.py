@@ -66,16 +66,41 @@ def test_lstm_projection_matches_torch(reverse, dtype, sizes):
         assert_close(g, w, dtype, f"projected LSTM tensor {i}")
 
 
-@pytest.mark.parametrize("mode, proj", [(m, 0) for m in MODES] + [("LSTM", 2)])
-def test_lengths_match_packed_torch(mode, proj):
+@pytest.fixture
+def threads(request):
+    """torch's intra-op thread count for one test, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+# 80 hidden units, float32: the CPU time loop splits the units across the
+# threads (two threads: parts of 48 and 32 units, each a block of W_hh).
+SPLIT_SIZES = (9, 6, 7, 80)  # (T, B, I, H)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_time_loop_split_across_threads(threads, mode, reverse):
+    got, want = run_both(mode, *SPLIT_SIZES, reverse=reverse, dtype=torch.float32)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, w, torch.float32, f"{mode} tensor {i} with {threads} threads")
+
+
+@pytest.mark.parametrize("mode, proj, dtype, sizes, lengths", [
+    (m, 0, torch.float64, (6, 4, 3, 5), [3, 6, 1, 4]) for m in MODES] + [
+    ("LSTM", 2, torch.float64, (6, 4, 3, 5), [3, 6, 1, 4])] + [
+    (m, 0, torch.float32, SPLIT_SIZES, [5, 9, 1, 7, 9, 3]) for m in MODES])
+def test_lengths_match_packed_torch(mode, proj, dtype, sizes, lengths):
     """Per-sequence lengths, unsorted: both directions against a packed,
     bidirectional torch.nn layer (its reverse half runs each sequence from its
     own end)."""
-    T, B, I, H = 6, 4, 3, 5
+    T, B, I, H = sizes
     P = proj or H
-    dtype = torch.float64
     ref = torch_layer(mode, I, H, proj_size=proj, bidirectional=True, dtype=dtype)
-    lengths = torch.tensor([3, 6, 1, 4])
+    lengths = torch.tensor(lengths)
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     h0 = torch.randn(2, B, P, dtype=dtype, requires_grad=True)
     c0 = torch.randn(2, B, H, dtype=dtype, requires_grad=True) if mode == "LSTM" else None

@@ -18,6 +18,7 @@
 #pragma GCC optimize("finite-math-only", "no-signed-zeros")
 #endif
 #include "../step_registration.h"
+#include "layer_loop_cpu.h"
 
 // x86-64-v4 is AVX-512, v3 AVX2 + FMA; GCC picks the clone by CPU features
 // (clones named after a CPU model would be picked by model, not features).
@@ -64,18 +65,23 @@ void zero_row(T* dst, int64_t n) {
 
 // ---- forward -------------------------------------------------------------
 
+// The forward rows below run units [0, n) of a row whose pointers start at
+// the first of them. Gate k of unit j sits at k * H + j in gx, b_hh and saved,
+// and at k * S + j in gh (S = H for the driver's (B, G) buffer; a thread's
+// own block of units in the CPU time loop has its own stride).
 template <class T, bool Save, bool Project>
-RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t H, const T* __restrict__ gx,
-                                         const T* __restrict__ gh, const T* __restrict__ b_hh,
-                                         T* __restrict__ c, T* __restrict__ h_next,
-                                         T* __restrict__ y, T* __restrict__ saved) {
+RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t S,
+                                         const T* __restrict__ gx, const T* __restrict__ gh,
+                                         const T* __restrict__ b_hh, T* __restrict__ c,
+                                         T* __restrict__ h_next, T* __restrict__ y,
+                                         T* __restrict__ saved) {
   using A = at::opmath_type<T>;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     A i, f, g, o, c_new, h;
     lstm_forward<A>(A(gx[j]) + A(gh[j]) + A(b_hh[j]),
-                    A(gx[H + j]) + A(gh[H + j]) + A(b_hh[H + j]),
-                    A(gx[2 * H + j]) + A(gh[2 * H + j]) + A(b_hh[2 * H + j]),
-                    A(gx[3 * H + j]) + A(gh[3 * H + j]) + A(b_hh[3 * H + j]),
+                    A(gx[H + j]) + A(gh[S + j]) + A(b_hh[H + j]),
+                    A(gx[2 * H + j]) + A(gh[2 * S + j]) + A(b_hh[2 * H + j]),
+                    A(gx[3 * H + j]) + A(gh[3 * S + j]) + A(b_hh[3 * H + j]),
                     A(c[j]), i, f, g, o, c_new, h);
     c[j] = T(c_new);
     h_next[j] = T(h);  // with a projection this is r, the GEMM's input
@@ -91,16 +97,17 @@ RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t H, const T* __restrict__ gx,
 }
 
 template <class T, bool Save>
-RNNKIT_SIMD_CLONES void gru_forward_row(int64_t H, const T* __restrict__ gx,
-                                        const T* __restrict__ gh, const T* __restrict__ b_hh,
-                                        const T* __restrict__ h_prev, T* __restrict__ h_next,
-                                        T* __restrict__ y, T* __restrict__ saved) {
+RNNKIT_SIMD_CLONES void gru_forward_row(int64_t units, int64_t H, int64_t S,
+                                        const T* __restrict__ gx, const T* __restrict__ gh,
+                                        const T* __restrict__ b_hh, const T* __restrict__ h_prev,
+                                        T* __restrict__ h_next, T* __restrict__ y,
+                                        T* __restrict__ saved) {
   using A = at::opmath_type<T>;
-  for (int64_t j = 0; j < H; ++j) {
-    A h_n = A(gh[2 * H + j]) + A(b_hh[2 * H + j]);
+  for (int64_t j = 0; j < units; ++j) {
+    A h_n = A(gh[2 * S + j]) + A(b_hh[2 * H + j]);
     A r, z, n, h;
     gru_forward<A>(A(gx[j]), A(gx[H + j]), A(gx[2 * H + j]), A(gh[j]) + A(b_hh[j]),
-                   A(gh[H + j]) + A(b_hh[H + j]), h_n, A(h_prev[j]), r, z, n, h);
+                   A(gh[S + j]) + A(b_hh[H + j]), h_n, A(h_prev[j]), r, z, n, h);
     h_next[j] = T(h);
     y[j] = T(h);
     if (Save) {
@@ -113,72 +120,84 @@ RNNKIT_SIMD_CLONES void gru_forward_row(int64_t H, const T* __restrict__ gx,
 }
 
 template <class T, bool Relu>
-RNNKIT_SIMD_CLONES void rnn_forward_row(int64_t H, const T* __restrict__ gx,
+RNNKIT_SIMD_CLONES void rnn_forward_row(int64_t n, const T* __restrict__ gx,
                                         const T* __restrict__ gh, const T* __restrict__ b_hh,
                                         T* __restrict__ h_next, T* __restrict__ y) {
   using A = at::opmath_type<T>;
   const CellKind kind = Relu ? CellKind::RNN_RELU : CellKind::RNN_TANH;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     A h = rnn_forward<A>(kind, A(gx[j]) + A(gh[j]) + A(b_hh[j]));
     h_next[j] = T(h);
     y[j] = T(h);
   }
 }
 
+// Rows [b0, b1), units [u0, u1) of one forward step. gh holds the rows'
+// hidden-side gates: row b at gh + b * gh_row, gate k of unit u0 + j at
+// k * gh_gate + j within it.
 template <class T>
-void forward_step_typed(const ForwardStep& a) {
+void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1,
+                   const T* gh, int64_t gh_row, int64_t gh_gate) {
   const StepShape& s = a.shape;
   const int64_t B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
   const int64_t W = saved_count(s.kind) * H;
+  const int64_t n = u1 - u0;
   const bool project = a.r != nullptr;
-  const T* gx = static_cast<const T*>(a.gx);
-  const T* gh = static_cast<const T*>(a.gh);
-  const T* b_hh = static_cast<const T*>(a.b_hh);
-  const T* h_prev = static_cast<const T*>(a.h_prev);
-  T* h_next = static_cast<T*>(a.h_next);
-  T* r = static_cast<T*>(a.r);
-  T* c = static_cast<T*>(a.c);
-  T* y = static_cast<T*>(a.y);
-  T* saved = static_cast<T*>(a.saved);
+  const T* gx = static_cast<const T*>(a.gx) + u0;
+  const T* b_hh = static_cast<const T*>(a.b_hh) + u0;
+  const T* h_prev = static_cast<const T*>(a.h_prev) + u0;
+  T* h_next = static_cast<T*>(a.h_next) + u0;
+  T* r = project ? static_cast<T*>(a.r) + u0 : nullptr;
+  T* c = a.c ? static_cast<T*>(a.c) + u0 : nullptr;
+  T* y = static_cast<T*>(a.y) + u0;
+  T* saved = a.saved ? static_cast<T*>(a.saved) + u0 : nullptr;
 
-  for_rows(s, G, [&](int64_t b0, int64_t b1) {
-    StepShape row = s;
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t t = time_of(row, b);
-      if (t < 0) {  // finished: the state stays as it was
-        if (!project) copy_row(h_next + b * P, h_prev + b * P, P);
-        continue;
-      }
-      const int64_t tb = t * B + b;
-      const int64_t t_next = s.reverse ? t - 1 : t + 1;
-      if (t_next >= 0 && t_next < s.T) prefetch_row(gx + (t_next * B + b) * G, G);
-      const T* gx_row = gx + tb * G;
-      const T* gh_row = gh + b * G;
-      T* y_row = y + tb * P;
-      T* saved_row = saved ? saved + tb * W : nullptr;
-      switch (s.kind) {
-        case CellKind::LSTM: {
-          T* out = project ? r + b * H : h_next + b * P;
-          T* cb = c + b * H;
-          if (saved && project) lstm_forward_row<T, true, true>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
-          else if (saved) lstm_forward_row<T, true, false>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
-          else if (project) lstm_forward_row<T, false, true>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
-          else lstm_forward_row<T, false, false>(H, gx_row, gh_row, b_hh, cb, out, y_row, saved_row);
-          break;
-        }
-        case CellKind::GRU:
-          if (saved) gru_forward_row<T, true>(H, gx_row, gh_row, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
-          else gru_forward_row<T, false>(H, gx_row, gh_row, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
-          break;
-        case CellKind::RNN_TANH:
-          rnn_forward_row<T, false>(H, gx_row, gh_row, b_hh, h_next + b * P, y_row);
-          break;
-        case CellKind::RNN_RELU:
-          rnn_forward_row<T, true>(H, gx_row, gh_row, b_hh, h_next + b * P, y_row);
-          break;
-      }
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t t = time_of(s, b);
+    if (t < 0) {  // finished: the state stays as it was
+      if (!project) copy_row(h_next + b * P, h_prev + b * P, n);
+      continue;
     }
-  });
+    const int64_t tb = t * B + b;
+    const int64_t t_next = s.reverse ? t - 1 : t + 1;
+    if (t_next >= 0 && t_next < s.T) {
+      for (int64_t k = 0; k < gate_count(s.kind); ++k)
+        prefetch_row(gx + (t_next * B + b) * G + k * H, n);
+    }
+    const T* gx_row = gx + tb * G;
+    const T* gh_b = gh + b * gh_row;
+    T* y_row = y + tb * P;
+    T* saved_row = saved ? saved + tb * W : nullptr;
+    switch (s.kind) {
+      case CellKind::LSTM: {
+        T* out = project ? r + b * H : h_next + b * P;
+        T* cb = c + b * H;
+        if (saved && project) lstm_forward_row<T, true, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else if (saved) lstm_forward_row<T, true, false>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else if (project) lstm_forward_row<T, false, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else lstm_forward_row<T, false, false>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        break;
+      }
+      case CellKind::GRU:
+        if (saved) gru_forward_row<T, true>(n, H, gh_gate, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+        else gru_forward_row<T, false>(n, H, gh_gate, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+        break;
+      case CellKind::RNN_TANH:
+        rnn_forward_row<T, false>(n, gx_row, gh_b, b_hh, h_next + b * P, y_row);
+        break;
+      case CellKind::RNN_RELU:
+        rnn_forward_row<T, true>(n, gx_row, gh_b, b_hh, h_next + b * P, y_row);
+        break;
+    }
+  }
+}
+
+template <class T>
+void forward_step_typed(const ForwardStep& a) {
+  const StepShape& s = a.shape;
+  const int64_t H = s.H, G = gate_count(s.kind) * H;
+  const T* gh = static_cast<const T*>(a.gh);
+  for_rows(s, G, [&](int64_t b0, int64_t b1) { forward_block<T>(a, b0, b1, 0, H, gh, G, H); });
 }
 
 template <class T>
@@ -350,9 +369,18 @@ void project_backward_step_typed(const ProjectBackwardStep& a) {
   }
 }
 
+}  // namespace
+
+void forward_block_float(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1,
+                         const float* gh, int64_t gh_row, int64_t gh_gate) {
+  forward_block<float>(a, b0, b1, u0, u1, gh, gh_row, gh_gate);
+}
+
+namespace {
+
 // No step GEMM of its own: the driver's RecurrentGemm packs W once for MKL.
 RNNKIT_REGISTER_STEP_KERNELS(CPU, forward_step_typed, project_step_typed, backward_step_typed,
-                             project_backward_step_typed, nullptr)
+                             project_backward_step_typed, nullptr, forward_loop_cpu)
 
 }  // namespace
 }  // namespace rnnkit
