@@ -9,6 +9,7 @@
 #include <c10/util/Half.h>
 
 #include <cstring>
+#include <type_traits>
 
 // For the cell math below (cells.h included after this line): finite-math-only
 // and no-signed-zeros let the clamps inside exp_ become single min/max
@@ -19,6 +20,7 @@
 #endif
 #include "../step_registration.h"
 #include "layer_loop_cpu.h"
+#include "lstm_row_avx512.h"
 
 // x86-64-v4 is AVX-512, v3 AVX2 + FMA; GCC picks the clone by CPU features
 // (clones named after a CPU model would be picked by model, not features).
@@ -151,6 +153,10 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
   T* c = a.c ? static_cast<T*>(a.c) + u0 : nullptr;
   T* y = static_cast<T*>(a.y) + u0;
   T* saved = a.saved ? static_cast<T*>(a.saved) + u0 : nullptr;
+  LstmForwardRowF32 lstm_avx512 = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (s.kind == CellKind::LSTM) lstm_avx512 = lstm_forward_row_avx512(saved != nullptr, project);
+  }
 
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t t = time_of(s, b);
@@ -172,6 +178,12 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
       case CellKind::LSTM: {
         T* out = project ? r + b * H : h_next + b * P;
         T* cb = c + b * H;
+        if constexpr (std::is_same_v<T, float>) {
+          if (lstm_avx512) {
+            lstm_avx512(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+            break;
+          }
+        }
         if (saved && project) lstm_forward_row<T, true, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
         else if (saved) lstm_forward_row<T, true, false>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
         else if (project) lstm_forward_row<T, false, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
