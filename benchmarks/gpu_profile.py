@@ -14,7 +14,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import rnnkit
+from rnnkit import bench
 
 CONFIGS = [  # cell, B, H, T
     ("LSTM", 64, 512, 100),
@@ -23,13 +23,10 @@ CONFIGS = [  # cell, B, H, T
 ]
 
 
-def make_pair(cell, H):
-    ref_cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN_TANH": torch.nn.RNN}[cell]
-    ours_cls = {"LSTM": rnnkit.LSTM, "GRU": rnnkit.GRU, "RNN_TANH": rnnkit.RNN}[cell]
-    ref = ref_cls(H, H).cuda()
-    ours = ours_cls(H, H).cuda()
-    ours.load_state_dict(ref.state_dict())
-    return ref, ours
+def make_pair(cell, B, H, T, device="cuda"):
+    """(torch.nn module, rnnkit module) with the same weights, as the benchmark builds them."""
+    cfg = bench.Config(cell=cell, mode="inference", dtype="fp32", batch=B, hidden=H, seq=T)
+    return bench.make_modules(cfg, device, bench.rnnkit_classes())
 
 
 def wall_per_run(fn, reps=20):
@@ -65,7 +62,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "TF32 off")
     for cell, B, H, T in CONFIGS:
-        ref, ours = make_pair(cell, H)
+        ref, ours = make_pair(cell, B, H, T)
         x = torch.randn(T, B, H, device="cuda", requires_grad=True)
         for mode in ("inference", "training"):
             for side, model in (("cuDNN", ref), ("rnnkit", ours)):

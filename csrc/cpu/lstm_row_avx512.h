@@ -1,8 +1,9 @@
 // The float32 LSTM forward row of step_cpu.cpp, written with AVX-512
-// intrinsics. The compiler's vectorisation of cells.h leaves the cell at about
-// ten cycles a unit (a divide and a bit-built exp per gate); here exp scales
-// by 2^k with one instruction and 1/x is a 14-bit estimate and one Newton
-// step, which halves the work. Same arguments as lstm_forward_row.
+// intrinsics. The compiler's vectorisation of cells.h spends a divide and a
+// bit-built exp per gate; here exp scales by 2^k with one instruction and 1/x
+// is a 14-bit estimate and one Newton step: about half the instructions, and
+// measured at B=64, H=256 the cell went from 2.6-2.9 to 2.4 ms a sequence
+// (the rest is loads and stores). Same arguments as lstm_forward_row.
 #pragma once
 
 #include <cstdint>
