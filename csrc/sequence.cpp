@@ -111,14 +111,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
     bias_ih = Tensor();
   }
 
-  // 1. Input projections of every step in one GEMM.
-  Tensor gx = at::empty({T, B, G}, x.options());
-  if (T * B > 0) {
-    Tensor gx_rows = gx.view({T * B, G});
-    if (bias_ih.defined()) at::addmm_out(gx_rows, bias_ih, x.view({T * B, n.I}), w_ih.t());
-    else at::mm_out(gx_rows, x.view({T * B, n.I}), w_ih.t());
-  }
-
   Tensor y = sequence_buffer({T, B, P}, x, has_lengths);
   Tensor saved = sequence_buffer({training ? T : 0, B, training ? W : 0}, x, has_lengths);
   Tensor h_cur = h0.contiguous().clone();
@@ -130,16 +122,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
   void* saved_ptr = W > 0 && training ? saved.data_ptr() : nullptr;
-  // 2. The time loop: the device's own where it has one for this case...
-  const ForwardStep pointers{shape, gx.data_ptr(), gh.data_ptr(), bias_hh.data_ptr(), nullptr,
-                             nullptr, mutable_ptr_or_null(r), mutable_ptr_or_null(c),
-                             y.data_ptr(), saved_ptr};
-  if (T > 0 && B > 0 && !project && kernels.forward_loop &&
-      kernels.forward_loop(
-          {pointers, h_cur.data_ptr(), h_next.data_ptr(), gh.data_ptr(), w_hh.data_ptr()}))
-    return {y, h_cur, c, saved};
+  ForwardStep pointers{shape, nullptr, gh.data_ptr(), bias_hh.data_ptr(), nullptr,
+                       nullptr, mutable_ptr_or_null(r), mutable_ptr_or_null(c),
+                       y.data_ptr(), saved_ptr};
+  // The device's own time loop, where it has one for this case, ...
+  const bool try_loop = T > 0 && B > 0 && !project && kernels.forward_loop;
+  auto run_loop = [&](const void* x_for_loop) {
+    return kernels.forward_loop({pointers, h_cur.data_ptr(), h_next.data_ptr(), gh.data_ptr(),
+                                 w_hh.data_ptr(), x_for_loop, w_ih.data_ptr(), n.I});
+  };
+  // ... first computing each step's input projections itself (it has no
+  // bias of its own to add, so only where b_ih went into bias_hh), ...
+  if (try_loop && !bias_ih.defined() && run_loop(x.data_ptr())) return {y, h_cur, c, saved};
 
-  // ... else per step: the recurrent GEMM and one fused pointwise pass.
+  // 1. ... else the input projections of every step in one GEMM, ...
+  Tensor gx = at::empty({T, B, G}, x.options());
+  if (T * B > 0) {
+    Tensor gx_rows = gx.view({T * B, G});
+    if (bias_ih.defined()) at::addmm_out(gx_rows, bias_ih, x.view({T * B, n.I}), w_ih.t());
+    else at::mm_out(gx_rows, x.view({T * B, n.I}), w_ih.t());
+  }
+  pointers.gx = gx.data_ptr();
+  // 2. ... then the device's time loop reading them, ...
+  if (try_loop && run_loop(nullptr)) return {y, h_cur, c, saved};
+
+  // ... or per step: the recurrent GEMM and one fused pointwise pass.
   const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B, kernels.gemm);
   const std::optional<RecurrentGemm> project_gemm =
       project ? std::make_optional<RecurrentGemm>(w_hr, true, B, kernels.gemm) : std::nullopt;

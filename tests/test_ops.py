@@ -83,8 +83,11 @@ SPLIT_SIZES = (9, 6, 7, 80)  # (T, B, I, H)
 @pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_time_loop_split_across_threads(threads, mode, reverse):
-    got, want = run_both(mode, *SPLIT_SIZES, reverse=reverse, dtype=torch.float32)
+@pytest.mark.parametrize("bias", [True, False])
+def test_time_loop_split_across_threads(threads, mode, reverse, bias):
+    """The loop projects each step's input itself (LSTM, RNN, GRU without
+    bias) or reads the projections of one big GEMM (GRU with its b_ih)."""
+    got, want = run_both(mode, *SPLIT_SIZES, bias=bias, reverse=reverse, dtype=torch.float32)
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g, w, torch.float32, f"{mode} tensor {i} with {threads} threads")
 

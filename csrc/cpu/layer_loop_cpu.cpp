@@ -55,11 +55,52 @@ class StepBarrier {
   std::atomic<int64_t> generation_{0};
 };
 
-// The units one thread owns, and where its packed rows of W_hh start.
+// The units one thread owns, and where its packed rows of W_hh (and W_ih,
+// when the loop projects the input itself) start.
 struct Part {
   int64_t u0, u1;
-  int64_t packed_offset;  // in floats
+  int64_t packed_hh, packed_ih;  // offsets in floats
 };
+
+// Floats that MKL's packed copy of a part's K * n rows of a weight with
+// `cols` columns takes, for a GEMM with B rows.
+int64_t packed_floats(int64_t B, int64_t rows, int64_t cols) {
+  const size_t bytes = cblas_sgemm_pack_get_size(mkl::kBMatrix, B, rows, cols);
+  return static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+}
+
+// Gathers a part's rows of a (K * H, cols) gate weight, gate after gate,
+// into `rows` and packs them (transposed: the GEMM multiplies by W^T).
+void pack_part_rows(const float* w, int64_t K, int64_t H, int64_t cols, int64_t B,
+                    const Part& part, float* rows, float* packed) {
+  const int64_t n = part.u1 - part.u0;
+  for (int64_t k = 0; k < K; ++k)
+    std::memcpy(rows + k * n * cols, w + (k * H + part.u0) * cols, n * cols * sizeof(float));
+  cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kTrans, B, K * n, cols, 1.0f, rows, cols,
+                   packed);
+}
+
+// The loop's scratch (packed weights, gathered rows, a step's input
+// projections), kept by the calling thread from one call to the next: fresh
+// memory of this size comes from mmap, and faulting its pages in on every
+// call cost about as much as the packing itself. Only buffers up to
+// kKeptScratchFloats are kept; larger ones are freed when the call returns.
+constexpr int64_t kKeptScratchFloats = int64_t(16) << 20;  // 64 MiB
+
+float* loop_scratch(int64_t floats, at::Tensor& oversized) {
+  thread_local at::Tensor kept;
+  if (floats > kKeptScratchFloats) {
+    oversized = at::empty({floats}, at::TensorOptions().dtype(at::kFloat));
+    return oversized.data_ptr<float>();
+  }
+  if (!kept.defined() || kept.numel() < floats)
+    kept = at::empty({floats}, at::TensorOptions().dtype(at::kFloat));
+  return kept.data_ptr<float>();
+}
+
+// Rounds a count of floats up to whole cache lines, so that every buffer
+// carved out of the scratch starts on one.
+int64_t whole_lines(int64_t floats) { return (floats + 15) / 16 * 16; }
 
 }  // namespace
 
@@ -69,50 +110,76 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
 #else
   const ForwardStep& a = loop.step;
   const StepShape& s = a.shape;
-  const int64_t B = s.B, H = s.H, P = s.P, K = gate_count(s.kind), G = K * H;
-  if (s.dtype != at::kFloat || a.r != nullptr || B == 0 || s.T == 0 ||
+  const int64_t T = s.T, B = s.B, H = s.H, P = s.P, I = loop.I, K = gate_count(s.kind), G = K * H;
+  const bool projects_input = loop.x != nullptr;
+  if (s.dtype != at::kFloat || a.r != nullptr || B == 0 || T == 0 ||
       !mkl::packing_available() || at::in_parallel_region() || !mkl::fits_int(B) ||
-      !mkl::fits_int(G) || !mkl::fits_int(P))
+      !mkl::fits_int(G) || !mkl::fits_int(P) || !mkl::fits_int(I))
     return false;
+  // In reverse each row of its own length starts at its own time: the rows
+  // of a step are not one block of x.
+  if (projects_input && s.reverse && s.lengths != nullptr) return false;
 
   // Split the units into parts of whole vectors, one part per thread.
-  const int64_t threads = B * G * P < kParallelMacs ? 1 : at::get_num_threads();
+  const int64_t threads = B * G * (P + (projects_input ? I : 0)) < kParallelMacs
+                              ? 1 : at::get_num_threads();
   const int64_t max_parts = std::max<int64_t>(1, std::min(threads, H / kUnitsAlign));
   const int64_t chunk = (((H + max_parts - 1) / max_parts + kUnitsAlign - 1) / kUnitsAlign) * kUnitsAlign;
   std::vector<Part> parts;
-  int64_t packed_floats = 0;
+  int64_t packed_total = 0;
   for (int64_t u0 = 0; u0 < H; u0 += chunk) {
     const int64_t u1 = std::min(H, u0 + chunk);
-    parts.push_back({u0, u1, packed_floats});
-    const size_t bytes = cblas_sgemm_pack_get_size(mkl::kBMatrix, B, K * (u1 - u0), P);
-    packed_floats += static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+    Part part{u0, u1, packed_total, 0};
+    packed_total += whole_lines(packed_floats(B, K * (u1 - u0), P));
+    part.packed_ih = packed_total;
+    if (projects_input) packed_total += whole_lines(packed_floats(B, K * (u1 - u0), I));
+    parts.push_back(part);
   }
   const int64_t n_parts = static_cast<int64_t>(parts.size());
 
   // Everything is allocated here, before the threads start: nothing in the
   // parallel region can throw and leave the others waiting at the barrier.
-  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor gathered = at::empty({G * P}, f32);  // each part's rows of W_hh, gate after gate
-  at::Tensor packed = at::empty({packed_floats}, f32);
+  const int64_t gathered_floats = whole_lines(G * (projects_input ? std::max(P, I) : P));
+  const int64_t gx_step_floats = whole_lines(projects_input ? B * G : 0);
+  at::Tensor oversized;
+  float* const gathered = loop_scratch(gathered_floats + gx_step_floats + packed_total, oversized);
+  // The step's input projections, each part's (B, K * n) block at B * K * u0.
+  float* const gx_step = gathered + gathered_floats;
+  float* const packed_all = gx_step + gx_step_floats;
   const float* w_hh = static_cast<const float*>(loop.w_hh);
+  const float* w_ih = static_cast<const float*>(loop.w_ih);
+  const float* x = static_cast<const float*>(loop.x);
   float* gh_all = static_cast<float*>(loop.gh);  // part p's (B, K * n) block at B * K * u0
   StepBarrier barrier(n_parts);
 
   at::parallel_for(0, n_parts, 1, [&](int64_t p0, int64_t p1) {
     const int mkl_threads = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
-    for (int64_t p = p0; p < p1; ++p) {  // pack this thread's rows: they stay in its cache
+    // Pack this thread's rows: they stay in its cache. The gathered rows of
+    // W_hh and of W_ih take turns in the same scratch.
+    for (int64_t p = p0; p < p1; ++p) {
       const Part& part = parts[p];
-      const int64_t n = part.u1 - part.u0;
-      float* rows = gathered.data_ptr<float>() + K * part.u0 * P;
-      for (int64_t k = 0; k < K; ++k)
-        std::memcpy(rows + k * n * P, w_hh + (k * H + part.u0) * P, n * P * sizeof(float));
-      cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kTrans, B, K * n, P, 1.0f, rows, P,
-                       packed.data_ptr<float>() + part.packed_offset);
+      float* rows = gathered + K * part.u0 * std::max(P, projects_input ? I : 0);
+      pack_part_rows(w_hh, K, H, P, B, part, rows, packed_all + part.packed_hh);
+      if (projects_input) pack_part_rows(w_ih, K, H, I, B, part, rows, packed_all + part.packed_ih);
     }
+    // The input projections of one step for this thread's parts; they depend
+    // on no state, so the thread computes the next step's before the barrier.
+    auto project_input = [&](int64_t step_index) {
+      const float* x_t = x + (s.reverse ? T - 1 - step_index : step_index) * B * I;
+      for (int64_t p = p0; p < p1; ++p) {
+        const Part& part = parts[p];
+        const int64_t kn = K * (part.u1 - part.u0);
+        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, kn, I, x_t, I,
+                            packed_all + part.packed_ih, kn, 0.0f,
+                            gx_step + B * K * part.u0, kn);
+      }
+    };
+    if (projects_input) project_input(0);
+
     ForwardStep step = a;
     void* h_cur = loop.h_cur;
     void* h_next = loop.h_spare;
-    for (int64_t t = 0; t < s.T; ++t) {
+    for (int64_t t = 0; t < T; ++t) {
       step.shape.step = t;
       step.h_prev = h_cur;
       step.h_next = h_next;
@@ -121,17 +188,22 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
         const int64_t n = part.u1 - part.u0;
         float* gh = gh_all + B * K * part.u0;
         cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, K * n, P,
-                            static_cast<const float*>(h_cur), P,
-                            packed.data_ptr<float>() + part.packed_offset, K * n, 0.0f, gh, K * n);
-        forward_block_float(step, 0, B, part.u0, part.u1, gh, K * n, n);
+                            static_cast<const float*>(h_cur), P, packed_all + part.packed_hh,
+                            K * n, 0.0f, gh, K * n);
+        const GateRows<float> gx =
+            projects_input
+                ? GateRows<float>{gx_step + B * K * part.u0, K * n, n, 0}
+                : GateRows<float>{static_cast<const float*>(a.gx) + part.u0, G, H, B};
+        forward_block_float(step, 0, B, part.u0, part.u1, gx, {gh, K * n, n, 0});
       }
+      if (projects_input && t + 1 < T) project_input(t + 1);
       barrier.wait(p1 - p0);
       std::swap(h_cur, h_next);
     }
     if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(mkl_threads);
   });
   // After an odd number of steps the final state sits in the spare buffer.
-  if (s.T % 2 == 1) std::memcpy(loop.h_cur, loop.h_spare, B * P * sizeof(float));
+  if (T % 2 == 1) std::memcpy(loop.h_cur, loop.h_spare, B * P * sizeof(float));
   return true;
 #endif
 }

@@ -54,14 +54,14 @@ RNNKIT_AVX512 inline __m512 pre_activation(__mmask16 m, const float* gx, const f
 }
 
 template <bool Save, bool Project>
-RNNKIT_AVX512 void lstm_row(int64_t n, int64_t H, int64_t S, const float* gx, const float* gh,
+RNNKIT_AVX512 void lstm_row(int64_t n, int64_t H, int64_t X, int64_t S, const float* gx, const float* gh,
                             const float* b_hh, float* c, float* h_next, float* y, float* saved) {
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
     const __m512 i = sigmoid16(pre_activation(m, gx + j, gh + j, b_hh + j));
-    const __m512 f = sigmoid16(pre_activation(m, gx + H + j, gh + S + j, b_hh + H + j));
-    const __m512 g = tanh16(pre_activation(m, gx + 2 * H + j, gh + 2 * S + j, b_hh + 2 * H + j));
-    const __m512 o = sigmoid16(pre_activation(m, gx + 3 * H + j, gh + 3 * S + j, b_hh + 3 * H + j));
+    const __m512 f = sigmoid16(pre_activation(m, gx + X + j, gh + S + j, b_hh + H + j));
+    const __m512 g = tanh16(pre_activation(m, gx + 2 * X + j, gh + 2 * S + j, b_hh + 2 * H + j));
+    const __m512 o = sigmoid16(pre_activation(m, gx + 3 * X + j, gh + 3 * S + j, b_hh + 3 * H + j));
     const __m512 c_new = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c + j), _mm512_mul_ps(i, g));
     const __m512 h = _mm512_mul_ps(o, tanh16(c_new));
     _mm512_mask_storeu_ps(c + j, m, c_new);

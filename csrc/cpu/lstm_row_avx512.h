@@ -10,7 +10,7 @@
 
 namespace rnnkit {
 
-using LstmForwardRowF32 = void (*)(int64_t n, int64_t H, int64_t S, const float* gx,
+using LstmForwardRowF32 = void (*)(int64_t n, int64_t H, int64_t X, int64_t S, const float* gx,
                                    const float* gh, const float* b_hh, float* c, float* h_next,
                                    float* y, float* saved);
 

@@ -68,11 +68,11 @@ void zero_row(T* dst, int64_t n) {
 // ---- forward -------------------------------------------------------------
 
 // The forward rows below run units [0, n) of a row whose pointers start at
-// the first of them. Gate k of unit j sits at k * H + j in gx, b_hh and saved,
-// and at k * S + j in gh (S = H for the driver's (B, G) buffer; a thread's
-// own block of units in the CPU time loop has its own stride).
+// the first of them. Gate k of unit j sits at k * H + j in b_hh and saved, at
+// k * X + j in gx and at k * S + j in gh (X = S = H for the driver's buffers;
+// a thread's own block of units in the CPU time loop has its own strides).
 template <class T, bool Save, bool Project>
-RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t S,
+RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t X, int64_t S,
                                          const T* __restrict__ gx, const T* __restrict__ gh,
                                          const T* __restrict__ b_hh, T* __restrict__ c,
                                          T* __restrict__ h_next, T* __restrict__ y,
@@ -81,9 +81,9 @@ RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t S,
   for (int64_t j = 0; j < n; ++j) {
     A i, f, g, o, c_new, h;
     lstm_forward<A>(A(gx[j]) + A(gh[j]) + A(b_hh[j]),
-                    A(gx[H + j]) + A(gh[S + j]) + A(b_hh[H + j]),
-                    A(gx[2 * H + j]) + A(gh[2 * S + j]) + A(b_hh[2 * H + j]),
-                    A(gx[3 * H + j]) + A(gh[3 * S + j]) + A(b_hh[3 * H + j]),
+                    A(gx[X + j]) + A(gh[S + j]) + A(b_hh[H + j]),
+                    A(gx[2 * X + j]) + A(gh[2 * S + j]) + A(b_hh[2 * H + j]),
+                    A(gx[3 * X + j]) + A(gh[3 * S + j]) + A(b_hh[3 * H + j]),
                     A(c[j]), i, f, g, o, c_new, h);
     c[j] = T(c_new);
     h_next[j] = T(h);  // with a projection this is r, the GEMM's input
@@ -99,7 +99,7 @@ RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t S,
 }
 
 template <class T, bool Save>
-RNNKIT_SIMD_CLONES void gru_forward_row(int64_t units, int64_t H, int64_t S,
+RNNKIT_SIMD_CLONES void gru_forward_row(int64_t units, int64_t H, int64_t X, int64_t S,
                                         const T* __restrict__ gx, const T* __restrict__ gh,
                                         const T* __restrict__ b_hh, const T* __restrict__ h_prev,
                                         T* __restrict__ h_next, T* __restrict__ y,
@@ -108,7 +108,7 @@ RNNKIT_SIMD_CLONES void gru_forward_row(int64_t units, int64_t H, int64_t S,
   for (int64_t j = 0; j < units; ++j) {
     A h_n = A(gh[2 * S + j]) + A(b_hh[2 * H + j]);
     A r, z, n, h;
-    gru_forward<A>(A(gx[j]), A(gx[H + j]), A(gx[2 * H + j]), A(gh[j]) + A(b_hh[j]),
+    gru_forward<A>(A(gx[j]), A(gx[X + j]), A(gx[2 * X + j]), A(gh[j]) + A(b_hh[j]),
                    A(gh[S + j]) + A(b_hh[H + j]), h_n, A(h_prev[j]), r, z, n, h);
     h_next[j] = T(h);
     y[j] = T(h);
@@ -134,18 +134,16 @@ RNNKIT_SIMD_CLONES void rnn_forward_row(int64_t n, const T* __restrict__ gx,
   }
 }
 
-// Rows [b0, b1), units [u0, u1) of one forward step. gh holds the rows'
-// hidden-side gates: row b at gh + b * gh_row, gate k of unit u0 + j at
-// k * gh_gate + j within it.
+// Rows [b0, b1), units [u0, u1) of one forward step, the gates where gx and
+// gh say (GateRows, layer_loop_cpu.h).
 template <class T>
 void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1,
-                   const T* gh, int64_t gh_row, int64_t gh_gate) {
+                   GateRows<T> gx, GateRows<T> gh) {
   const StepShape& s = a.shape;
-  const int64_t B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
+  const int64_t H = s.H, P = s.P;
   const int64_t W = saved_count(s.kind) * H;
   const int64_t n = u1 - u0;
   const bool project = a.r != nullptr;
-  const T* gx = static_cast<const T*>(a.gx) + u0;
   const T* b_hh = static_cast<const T*>(a.b_hh) + u0;
   const T* h_prev = static_cast<const T*>(a.h_prev) + u0;
   T* h_next = static_cast<T*>(a.h_next) + u0;
@@ -157,6 +155,7 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
   if constexpr (std::is_same_v<T, float>) {
     if (s.kind == CellKind::LSTM) lstm_avx512 = lstm_forward_row_avx512(saved != nullptr, project);
   }
+  const int64_t X = gx.gate, S = gh.gate;
 
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t t = time_of(s, b);
@@ -164,14 +163,13 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
       if (!project) copy_row(h_next + b * P, h_prev + b * P, n);
       continue;
     }
-    const int64_t tb = t * B + b;
+    const int64_t tb = t * s.B + b;
     const int64_t t_next = s.reverse ? t - 1 : t + 1;
-    if (t_next >= 0 && t_next < s.T) {
-      for (int64_t k = 0; k < gate_count(s.kind); ++k)
-        prefetch_row(gx + (t_next * B + b) * G + k * H, n);
+    if (gx.rows_per_time != 0 && t_next >= 0 && t_next < s.T) {
+      for (int64_t k = 0; k < gate_count(s.kind); ++k) prefetch_row(gx.at(t_next, b) + k * X, n);
     }
-    const T* gx_row = gx + tb * G;
-    const T* gh_b = gh + b * gh_row;
+    const T* gx_row = gx.at(t, b);
+    const T* gh_b = gh.at(t, b);
     T* y_row = y + tb * P;
     T* saved_row = saved ? saved + tb * W : nullptr;
     switch (s.kind) {
@@ -180,19 +178,19 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
         T* cb = c + b * H;
         if constexpr (std::is_same_v<T, float>) {
           if (lstm_avx512) {
-            lstm_avx512(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+            lstm_avx512(n, H, X, S, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
             break;
           }
         }
-        if (saved && project) lstm_forward_row<T, true, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
-        else if (saved) lstm_forward_row<T, true, false>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
-        else if (project) lstm_forward_row<T, false, true>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
-        else lstm_forward_row<T, false, false>(n, H, gh_gate, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        if (saved && project) lstm_forward_row<T, true, true>(n, H, X, S, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else if (saved) lstm_forward_row<T, true, false>(n, H, X, S, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else if (project) lstm_forward_row<T, false, true>(n, H, X, S, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
+        else lstm_forward_row<T, false, false>(n, H, X, S, gx_row, gh_b, b_hh, cb, out, y_row, saved_row);
         break;
       }
       case CellKind::GRU:
-        if (saved) gru_forward_row<T, true>(n, H, gh_gate, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
-        else gru_forward_row<T, false>(n, H, gh_gate, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+        if (saved) gru_forward_row<T, true>(n, H, X, S, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
+        else gru_forward_row<T, false>(n, H, X, S, gx_row, gh_b, b_hh, h_prev + b * P, h_next + b * P, y_row, saved_row);
         break;
       case CellKind::RNN_TANH:
         rnn_forward_row<T, false>(n, gx_row, gh_b, b_hh, h_next + b * P, y_row);
@@ -207,9 +205,10 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
 template <class T>
 void forward_step_typed(const ForwardStep& a) {
   const StepShape& s = a.shape;
-  const int64_t H = s.H, G = gate_count(s.kind) * H;
-  const T* gh = static_cast<const T*>(a.gh);
-  for_rows(s, G, [&](int64_t b0, int64_t b1) { forward_block<T>(a, b0, b1, 0, H, gh, G, H); });
+  const int64_t B = s.B, H = s.H, G = gate_count(s.kind) * H;
+  const GateRows<T> gx{static_cast<const T*>(a.gx), G, H, B};  // time-ordered
+  const GateRows<T> gh{static_cast<const T*>(a.gh), G, H, 0};
+  for_rows(s, G, [&](int64_t b0, int64_t b1) { forward_block<T>(a, b0, b1, 0, H, gx, gh); });
 }
 
 template <class T>
@@ -384,8 +383,8 @@ void project_backward_step_typed(const ProjectBackwardStep& a) {
 }  // namespace
 
 void forward_block_float(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1,
-                         const float* gh, int64_t gh_row, int64_t gh_gate) {
-  forward_block<float>(a, b0, b1, u0, u1, gh, gh_row, gh_gate);
+                         GateRows<float> gx, GateRows<float> gh) {
+  forward_block<float>(a, b0, b1, u0, u1, gx, gh);
 }
 
 namespace {
