@@ -220,25 +220,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
     r_seq = sequence_buffer({T, B, H}, x, has_lengths);
   }
 
-  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B, kernels.gemm);
-  const std::optional<RecurrentGemm> project_gemm =
-      project ? std::make_optional<RecurrentGemm>(w_hr, false, B, kernels.gemm) : std::nullopt;
   StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
                   has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
-  // The only sequential part: dh and dc through time.
-  for (int64_t s = T - 1; s >= 0 && B > 0; --s) {
-    shape.step = s;
-    if (project) {
-      kernels.project_backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), dhp_seq.data_ptr(),
-                                dhp_step.data_ptr()});
-      project_gemm->run(dr, dhp_step, false);
+  // The only sequential part: dh and dc through time. The pointers of one
+  // step, but for dh, dh_next and dg_step, which change from step to step.
+  const BackwardStep pointers{shape, ptr_or_null(dy), nullptr, ptr_or_null(dr),
+                              mutable_ptr_or_null(dc), h0.data_ptr(), ptr_or_null(c0c),
+                              y.data_ptr(), ptr_or_null(saved), dgx.data_ptr(), dgh.data_ptr(),
+                              nullptr, nullptr, mutable_ptr_or_null(r_seq)};
+  // The device's own time loop where it has one for this case, ...
+  bool looped = false;
+  if (T > 0 && B > 0 && !project && kernels.backward_loop) {
+    const Tensor dg_spare = at::empty({B, G}, opts);  // the loop's second buffer
+    looped = kernels.backward_loop({pointers, dh_cur.data_ptr(), dh_next.data_ptr(),
+                                    {dg_step.data_ptr(), dg_spare.data_ptr()}, w_hh.data_ptr()});
+  }
+  // ... else per step: the cell, then the recurrent GEMM.
+  if (!looped) {
+    const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B, kernels.gemm);
+    const std::optional<RecurrentGemm> project_gemm =
+        project ? std::make_optional<RecurrentGemm>(w_hr, false, B, kernels.gemm) : std::nullopt;
+    for (int64_t s = T - 1; s >= 0 && B > 0; --s) {
+      BackwardStep step = pointers;
+      step.shape.step = s;
+      step.dh = dh_cur.data_ptr();
+      step.dh_next = dh_next.data_ptr();
+      step.dg_step = dg_step.data_ptr();
+      if (project) {
+        kernels.project_backward({step.shape, ptr_or_null(dy), dh_cur.data_ptr(),
+                                  dhp_seq.data_ptr(), dhp_step.data_ptr()});
+        project_gemm->run(dr, dhp_step, false);
+      }
+      kernels.backward(step);
+      hidden_gemm.run(dh_next, dg_step, /*accumulate=*/true);
+      std::swap(dh_cur, dh_next);
     }
-    kernels.backward({shape, ptr_or_null(dy), dh_cur.data_ptr(), ptr_or_null(dr),
-                      mutable_ptr_or_null(dc), h0.data_ptr(), ptr_or_null(c0c), y.data_ptr(),
-                      ptr_or_null(saved), dgx.data_ptr(), dgh.data_ptr(), dg_step.data_ptr(),
-                      dh_next.data_ptr(), mutable_ptr_or_null(r_seq)});
-    hidden_gemm.run(dh_next, dg_step, /*accumulate=*/true);
-    std::swap(dh_cur, dh_next);
   }
 
   // Everything else is one large GEMM or reduction over all T*B rows.

@@ -113,6 +113,20 @@ struct ForwardLoop {
   int64_t I;
 };
 
+// The backward time loop a device runs by itself, the mirror of ForwardLoop
+// (no projection). `step` holds the pointers as for one step, but for dh,
+// dh_next and dg_step, which the loop sets: it reads grad_hn from dh_cur and
+// leaves the gradient of h0 there; dh_spare and the two dg buffers are
+// scratch (one step's gate gradients are read while the next step's are
+// written).
+struct BackwardLoop {
+  BackwardStep step;
+  void* dh_cur;         // (B,P)
+  void* dh_spare;       // (B,P)
+  void* dg_step[2];     // (B,G) each
+  const void* w_hh;     // (G,P) contiguous
+};
+
 struct StepKernels {
   void (*forward)(const ForwardStep&);
   void (*project)(const ProjectStep&);
@@ -123,6 +137,8 @@ struct StepKernels {
   // Runs the forward time loop and returns true, or returns false where it
   // does not apply (the driver then runs it step by step); may be null.
   bool (*forward_loop)(const ForwardLoop&);
+  // Likewise for the backward time loop; may be null.
+  bool (*backward_loop)(const BackwardLoop&);
 };
 
 // Each device file registers its kernels at load time.

@@ -10,14 +10,15 @@
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (arg).shape.dtype, #fn, \
                                   [&] { fn<scalar_t>(arg); })
 
-// GEMM, FORWARD_LOOP: functions taking const StepGemm& / const ForwardLoop&, or nullptr.
+// GEMM, FORWARD_LOOP, BACKWARD_LOOP: functions taking const StepGemm& /
+// const ForwardLoop& / const BackwardLoop&, or nullptr.
 #define RNNKIT_REGISTER_STEP_KERNELS(DEVICE, FORWARD, PROJECT, BACKWARD, PROJECT_BACKWARD, GEMM, \
-                                     FORWARD_LOOP)                                              \
+                                     FORWARD_LOOP, BACKWARD_LOOP)                               \
   const StepKernels k##DEVICE##StepKernels{                                                \
       [](const ForwardStep& a) { RNNKIT_DISPATCH_STEP(FORWARD, a); },                      \
       [](const ProjectStep& a) { RNNKIT_DISPATCH_STEP(PROJECT, a); },                      \
       [](const BackwardStep& a) { RNNKIT_DISPATCH_STEP(BACKWARD, a); },                    \
       [](const ProjectBackwardStep& a) { RNNKIT_DISPATCH_STEP(PROJECT_BACKWARD, a); },     \
-      GEMM, FORWARD_LOOP};                                                                 \
+      GEMM, FORWARD_LOOP, BACKWARD_LOOP};                                                  \
   const bool k##DEVICE##Registered =                                                        \
       (register_step_kernels(c10::DeviceType::DEVICE, &k##DEVICE##StepKernels), true);

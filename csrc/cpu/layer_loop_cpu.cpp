@@ -55,18 +55,34 @@ class StepBarrier {
   std::atomic<int64_t> generation_{0};
 };
 
-// The units one thread owns, and where its packed rows of W_hh (and W_ih,
-// when the loop projects the input itself) start.
+// The units one thread owns, and where its packed block of W_hh (and of
+// W_ih, when the forward loop projects the input itself) starts.
 struct Part {
   int64_t u0, u1;
-  int64_t packed_hh, packed_ih;  // offsets in floats
+  int64_t packed_hh = 0, packed_ih = 0;  // offsets in floats
 };
 
-// Floats that MKL's packed copy of a part's K * n rows of a weight with
-// `cols` columns takes, for a GEMM with B rows.
-int64_t packed_floats(int64_t B, int64_t rows, int64_t cols) {
-  const size_t bytes = cblas_sgemm_pack_get_size(mkl::kBMatrix, B, rows, cols);
-  return static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+// Splits the H units into parts of whole vectors, one part per thread, or a
+// single part when a step has too little work (`macs` multiply-adds) to share.
+std::vector<Part> split_units(int64_t H, int64_t macs) {
+  const int64_t threads = macs < kParallelMacs ? 1 : at::get_num_threads();
+  const int64_t max_parts = std::max<int64_t>(1, std::min(threads, H / kUnitsAlign));
+  const int64_t chunk =
+      (((H + max_parts - 1) / max_parts + kUnitsAlign - 1) / kUnitsAlign) * kUnitsAlign;
+  std::vector<Part> parts;
+  for (int64_t u0 = 0; u0 < H; u0 += chunk) parts.push_back({u0, std::min(H, u0 + chunk)});
+  return parts;
+}
+
+// Rounds a count of floats up to whole cache lines, so that every buffer
+// carved out of the scratch starts on one.
+int64_t whole_lines(int64_t floats) { return (floats + 15) / 16 * 16; }
+
+// Floats (whole lines) that MKL's packed copy of a (k, n) right-hand matrix
+// takes, for a GEMM with B rows.
+int64_t packed_floats(int64_t B, int64_t n, int64_t k) {
+  const size_t bytes = cblas_sgemm_pack_get_size(mkl::kBMatrix, B, n, k);
+  return whole_lines(static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float)));
 }
 
 // Gathers a part's rows of a (K * H, cols) gate weight, gate after gate,
@@ -80,7 +96,7 @@ void pack_part_rows(const float* w, int64_t K, int64_t H, int64_t cols, int64_t 
                    packed);
 }
 
-// The loop's scratch (packed weights, gathered rows, a step's input
+// The loops' scratch (packed weights, gathered rows, a step's input
 // projections), kept by the calling thread from one call to the next: fresh
 // memory of this size comes from mmap, and faulting its pages in on every
 // call cost about as much as the packing itself. Only buffers up to
@@ -98,9 +114,25 @@ float* loop_scratch(int64_t floats, at::Tensor& oversized) {
   return kept.data_ptr<float>();
 }
 
-// Rounds a count of floats up to whole cache lines, so that every buffer
-// carved out of the scratch starts on one.
-int64_t whole_lines(int64_t floats) { return (floats + 15) / 16 * 16; }
+// Where a time loop applies at all: float32, MKL's packed GEMM at hand, not
+// already inside a parallel region, sizes that fit MKL's int.
+bool loop_applies(const StepShape& s, int64_t other_size) {
+  return s.dtype == at::kFloat && s.B > 0 && s.T > 0 && mkl::packing_available() &&
+         !at::in_parallel_region() && mkl::fits_int(s.B) &&
+         mkl::fits_int(gate_count(s.kind) * s.H) && mkl::fits_int(s.P) &&
+         mkl::fits_int(other_size);
+}
+
+// Runs fn(p0, p1) on the threads, each with its own range of parts and with
+// MKL kept to the calling thread (each thread runs its own GEMMs).
+template <class Fn>
+void run_parts(int64_t n_parts, const Fn& fn) {
+  at::parallel_for(0, n_parts, 1, [&](int64_t p0, int64_t p1) {
+    const int mkl_threads = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
+    fn(p0, p1);
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(mkl_threads);
+  });
+}
 
 }  // namespace
 
@@ -112,34 +144,26 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
   const StepShape& s = a.shape;
   const int64_t T = s.T, B = s.B, H = s.H, P = s.P, I = loop.I, K = gate_count(s.kind), G = K * H;
   const bool projects_input = loop.x != nullptr;
-  if (s.dtype != at::kFloat || a.r != nullptr || B == 0 || T == 0 ||
-      !mkl::packing_available() || at::in_parallel_region() || !mkl::fits_int(B) ||
-      !mkl::fits_int(G) || !mkl::fits_int(P) || !mkl::fits_int(I))
-    return false;
+  if (a.r != nullptr || !loop_applies(s, I)) return false;
   // In reverse each row of its own length starts at its own time: the rows
   // of a step are not one block of x.
   if (projects_input && s.reverse && s.lengths != nullptr) return false;
 
-  // Split the units into parts of whole vectors, one part per thread.
-  const int64_t threads = B * G * (P + (projects_input ? I : 0)) < kParallelMacs
-                              ? 1 : at::get_num_threads();
-  const int64_t max_parts = std::max<int64_t>(1, std::min(threads, H / kUnitsAlign));
-  const int64_t chunk = (((H + max_parts - 1) / max_parts + kUnitsAlign - 1) / kUnitsAlign) * kUnitsAlign;
-  std::vector<Part> parts;
+  std::vector<Part> parts = split_units(H, B * G * (P + (projects_input ? I : 0)));
   int64_t packed_total = 0;
-  for (int64_t u0 = 0; u0 < H; u0 += chunk) {
-    const int64_t u1 = std::min(H, u0 + chunk);
-    Part part{u0, u1, packed_total, 0};
-    packed_total += whole_lines(packed_floats(B, K * (u1 - u0), P));
+  for (Part& part : parts) {
+    const int64_t kn = K * (part.u1 - part.u0);
+    part.packed_hh = packed_total;
+    packed_total += packed_floats(B, kn, P);
     part.packed_ih = packed_total;
-    if (projects_input) packed_total += whole_lines(packed_floats(B, K * (u1 - u0), I));
-    parts.push_back(part);
+    if (projects_input) packed_total += packed_floats(B, kn, I);
   }
   const int64_t n_parts = static_cast<int64_t>(parts.size());
 
   // Everything is allocated here, before the threads start: nothing in the
   // parallel region can throw and leave the others waiting at the barrier.
-  const int64_t gathered_floats = whole_lines(G * (projects_input ? std::max(P, I) : P));
+  const int64_t row_floats = projects_input ? std::max(P, I) : P;
+  const int64_t gathered_floats = whole_lines(G * row_floats);
   const int64_t gx_step_floats = whole_lines(projects_input ? B * G : 0);
   at::Tensor oversized;
   float* const gathered = loop_scratch(gathered_floats + gx_step_floats + packed_total, oversized);
@@ -152,13 +176,12 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
   float* gh_all = static_cast<float*>(loop.gh);  // part p's (B, K * n) block at B * K * u0
   StepBarrier barrier(n_parts);
 
-  at::parallel_for(0, n_parts, 1, [&](int64_t p0, int64_t p1) {
-    const int mkl_threads = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
+  run_parts(n_parts, [&](int64_t p0, int64_t p1) {
     // Pack this thread's rows: they stay in its cache. The gathered rows of
     // W_hh and of W_ih take turns in the same scratch.
     for (int64_t p = p0; p < p1; ++p) {
       const Part& part = parts[p];
-      float* rows = gathered + K * part.u0 * std::max(P, projects_input ? I : 0);
+      float* rows = gathered + K * part.u0 * row_floats;
       pack_part_rows(w_hh, K, H, P, B, part, rows, packed_all + part.packed_hh);
       if (projects_input) pack_part_rows(w_ih, K, H, I, B, part, rows, packed_all + part.packed_ih);
     }
@@ -200,10 +223,70 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
       barrier.wait(p1 - p0);
       std::swap(h_cur, h_next);
     }
-    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(mkl_threads);
   });
   // After an odd number of steps the final state sits in the spare buffer.
   if (T % 2 == 1) std::memcpy(loop.h_cur, loop.h_spare, B * P * sizeof(float));
+  return true;
+#endif
+}
+
+bool backward_loop_cpu(const BackwardLoop& loop) {
+#if !AT_PARALLEL_OPENMP
+  return false;  // as forward_loop_cpu
+#else
+  const BackwardStep& a = loop.step;
+  const StepShape& s = a.shape;
+  const int64_t T = s.T, B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
+  if (a.dr != nullptr || !loop_applies(s, 0)) return false;
+
+  // A thread's units of dh_prev need every gate of the step's gradient
+  // (dg W_hh): it owns columns [u0, u1) of W_hh, packed as they stand.
+  std::vector<Part> parts = split_units(H, B * G * P);
+  int64_t packed_total = 0;
+  for (Part& part : parts) {
+    part.packed_hh = packed_total;
+    packed_total += packed_floats(B, part.u1 - part.u0, G);
+  }
+  const int64_t n_parts = static_cast<int64_t>(parts.size());
+  at::Tensor oversized;
+  float* const packed_all = loop_scratch(packed_total, oversized);
+  const float* w_hh = static_cast<const float*>(loop.w_hh);
+  StepBarrier barrier(n_parts);
+
+  run_parts(n_parts, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const Part& part = parts[p];
+      cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kNoTrans, B, part.u1 - part.u0, G,
+                       1.0f, w_hh + part.u0, P, packed_all + part.packed_hh);
+    }
+    BackwardStep step = a;
+    void* dh_cur = loop.dh_cur;
+    void* dh_next = loop.dh_spare;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      step.shape.step = t;
+      step.dh = dh_cur;
+      step.dh_next = dh_next;
+      // Two buffers: a thread may write this step's gate gradients while
+      // another still reads the last step's in its GEMM.
+      step.dg_step = loop.dg_step[t % 2];
+      for (int64_t p = p0; p < p1; ++p)
+        backward_block_float(step, 0, B, parts[p].u0, parts[p].u1);
+      barrier.wait(p1 - p0);
+      // dh_prev = (the cell's direct part) + dg W_hh, this thread's units;
+      // the next step's cell reads only those.
+      for (int64_t p = p0; p < p1; ++p) {
+        const Part& part = parts[p];
+        const int64_t n = part.u1 - part.u0;
+        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, n, G,
+                            static_cast<const float*>(step.dg_step), G,
+                            packed_all + part.packed_hh, n, 1.0f,
+                            static_cast<float*>(dh_next) + part.u0, P);
+      }
+      std::swap(dh_cur, dh_next);
+    }
+  });
+  // After an odd number of steps the gradient of h0 sits in the spare buffer.
+  if (T % 2 == 1) std::memcpy(loop.dh_cur, loop.dh_spare, B * P * sizeof(float));
   return true;
 #endif
 }

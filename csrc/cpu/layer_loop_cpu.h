@@ -6,7 +6,9 @@
 // reads each gate the GEMM wrote while it is still in cache. Where it can,
 // each thread also computes the next step's input projections for its units
 // (x_t W_ih^T) while the others finish the step, instead of one T*B*G GEMM
-// written to memory and read back.
+// written to memory and read back. The backward loop is the mirror image:
+// each thread runs the cell for its units, the threads meet, and each
+// computes its units of dh_prev from the whole step's gate gradients.
 #pragma once
 
 #include "../step.h"
@@ -29,8 +31,13 @@ struct GateRows {
 void forward_block_float(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1,
                          GateRows<float> gx, GateRows<float> gh);
 
-// StepKernels::forward_loop for the CPU: float32 without a projection, where
-// torch runs ATen's parallel_for on OpenMP and carries MKL.
+// The cell math of rows [b0, b1) and units [u0, u1) of one float32 backward
+// step (step_cpu.cpp).
+void backward_block_float(const BackwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1);
+
+// StepKernels::forward_loop and backward_loop for the CPU: float32 without a
+// projection, where torch runs ATen's parallel_for on OpenMP and carries MKL.
 bool forward_loop_cpu(const ForwardLoop& loop);
+bool backward_loop_cpu(const BackwardLoop& loop);
 
 }  // namespace rnnkit

@@ -33,6 +33,17 @@
 #define RNNKIT_SIMD_CLONES
 #endif
 
+// On the loops over a row's units below: the gate blocks of a row (k * H + j)
+// never overlap, but with H known only at run time GCC checks each pair of
+// blocks written for overlap before it vectorises, and gives up past ten
+// pairs (the LSTM backward row writes eight blocks: scalar code, several
+// times slower). ivdep tells it the iterations are independent.
+#if defined(__GNUC__) && !defined(__clang__)
+#define RNNKIT_UNITS_INDEPENDENT _Pragma("GCC ivdep")
+#else
+#define RNNKIT_UNITS_INDEPENDENT
+#endif
+
 namespace rnnkit {
 namespace {
 
@@ -60,6 +71,12 @@ void prefetch_row(const T* row, int64_t n) {
   for (int64_t k = 0; k < n; k += kLine) __builtin_prefetch(row + k, 0, 2);
 }
 
+// The pointer to unit u0 of a row, or null for an absent buffer.
+template <class T>
+T* from_unit(T* p, int64_t u0) {
+  return p ? p + u0 : nullptr;
+}
+
 template <class T>
 void zero_row(T* dst, int64_t n) {
   std::memset(static_cast<void*>(dst), 0, n * sizeof(T));
@@ -78,6 +95,7 @@ RNNKIT_SIMD_CLONES void lstm_forward_row(int64_t n, int64_t H, int64_t X, int64_
                                          T* __restrict__ h_next, T* __restrict__ y,
                                          T* __restrict__ saved) {
   using A = at::opmath_type<T>;
+  RNNKIT_UNITS_INDEPENDENT
   for (int64_t j = 0; j < n; ++j) {
     A i, f, g, o, c_new, h;
     lstm_forward<A>(A(gx[j]) + A(gh[j]) + A(b_hh[j]),
@@ -105,6 +123,7 @@ RNNKIT_SIMD_CLONES void gru_forward_row(int64_t units, int64_t H, int64_t X, int
                                         T* __restrict__ h_next, T* __restrict__ y,
                                         T* __restrict__ saved) {
   using A = at::opmath_type<T>;
+  RNNKIT_UNITS_INDEPENDENT
   for (int64_t j = 0; j < units; ++j) {
     A h_n = A(gh[2 * S + j]) + A(b_hh[2 * H + j]);
     A r, z, n, h;
@@ -127,6 +146,7 @@ RNNKIT_SIMD_CLONES void rnn_forward_row(int64_t n, const T* __restrict__ gx,
                                         T* __restrict__ h_next, T* __restrict__ y) {
   using A = at::opmath_type<T>;
   const CellKind kind = Relu ? CellKind::RNN_RELU : CellKind::RNN_TANH;
+  RNNKIT_UNITS_INDEPENDENT
   for (int64_t j = 0; j < n; ++j) {
     A h = rnn_forward<A>(kind, A(gx[j]) + A(gh[j]) + A(b_hh[j]));
     h_next[j] = T(h);
@@ -144,13 +164,13 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
   const int64_t W = saved_count(s.kind) * H;
   const int64_t n = u1 - u0;
   const bool project = a.r != nullptr;
-  const T* b_hh = static_cast<const T*>(a.b_hh) + u0;
-  const T* h_prev = static_cast<const T*>(a.h_prev) + u0;
-  T* h_next = static_cast<T*>(a.h_next) + u0;
-  T* r = project ? static_cast<T*>(a.r) + u0 : nullptr;
-  T* c = a.c ? static_cast<T*>(a.c) + u0 : nullptr;
-  T* y = static_cast<T*>(a.y) + u0;
-  T* saved = a.saved ? static_cast<T*>(a.saved) + u0 : nullptr;
+  const T* b_hh = from_unit(static_cast<const T*>(a.b_hh), u0);
+  const T* h_prev = from_unit(static_cast<const T*>(a.h_prev), u0);
+  T* h_next = from_unit(static_cast<T*>(a.h_next), u0);
+  T* r = from_unit(static_cast<T*>(a.r), u0);
+  T* c = from_unit(static_cast<T*>(a.c), u0);
+  T* y = from_unit(static_cast<T*>(a.y), u0);
+  T* saved = from_unit(static_cast<T*>(a.saved), u0);
   LstmForwardRowF32 lstm_avx512 = nullptr;
   if constexpr (std::is_same_v<T, float>) {
     if (s.kind == CellKind::LSTM) lstm_avx512 = lstm_forward_row_avx512(saved != nullptr, project);
@@ -227,14 +247,18 @@ void project_step_typed(const ProjectStep& a) {
 
 // ---- backward ------------------------------------------------------------
 
+// Like the forward rows: units [0, n) of a row whose pointers start at the
+// first of them, gate k of unit j at k * H + j.
+
 template <class T, bool HasDy, bool Project>
-RNNKIT_SIMD_CLONES void lstm_backward_row(int64_t H, const T* __restrict__ dh_in,
+RNNKIT_SIMD_CLONES void lstm_backward_row(int64_t n, int64_t H, const T* __restrict__ dh_in,
                                           const T* __restrict__ dy, const T* __restrict__ saved,
                                           const T* __restrict__ c_prev, T* __restrict__ dc,
                                           T* __restrict__ dgx, T* __restrict__ dg_step,
                                           T* __restrict__ r_seq) {
   using A = at::opmath_type<T>;
-  for (int64_t j = 0; j < H; ++j) {
+  RNNKIT_UNITS_INDEPENDENT
+  for (int64_t j = 0; j < n; ++j) {
     A dh = A(dh_in[j]);
     if (HasDy) dh += A(dy[j]);
     A d_i, d_f, d_g, d_o, dc_prev, h;
@@ -251,13 +275,14 @@ RNNKIT_SIMD_CLONES void lstm_backward_row(int64_t H, const T* __restrict__ dh_in
 }
 
 template <class T, bool HasDy>
-RNNKIT_SIMD_CLONES void gru_backward_row(int64_t H, const T* __restrict__ dh_in,
+RNNKIT_SIMD_CLONES void gru_backward_row(int64_t n, int64_t H, const T* __restrict__ dh_in,
                                          const T* __restrict__ dy, const T* __restrict__ saved,
                                          const T* __restrict__ h_prev, T* __restrict__ dgx,
                                          T* __restrict__ dgh, T* __restrict__ dg_step,
                                          T* __restrict__ dh_next) {
   using A = at::opmath_type<T>;
-  for (int64_t j = 0; j < H; ++j) {
+  RNNKIT_UNITS_INDEPENDENT
+  for (int64_t j = 0; j < n; ++j) {
     A dh = A(dh_in[j]);
     if (HasDy) dh += A(dy[j]);
     A d_r, d_z, dx_n, dh_n, direct;
@@ -272,88 +297,98 @@ RNNKIT_SIMD_CLONES void gru_backward_row(int64_t H, const T* __restrict__ dh_in,
 }
 
 template <class T, bool HasDy, bool Relu>
-RNNKIT_SIMD_CLONES void rnn_backward_row(int64_t H, const T* __restrict__ dh_in,
+RNNKIT_SIMD_CLONES void rnn_backward_row(int64_t n, const T* __restrict__ dh_in,
                                          const T* __restrict__ dy, const T* __restrict__ h,
                                          T* __restrict__ dgx, T* __restrict__ dg_step) {
   using A = at::opmath_type<T>;
   const CellKind kind = Relu ? CellKind::RNN_RELU : CellKind::RNN_TANH;
-  for (int64_t j = 0; j < H; ++j) {
+  RNNKIT_UNITS_INDEPENDENT
+  for (int64_t j = 0; j < n; ++j) {
     A dh = A(dh_in[j]);
     if (HasDy) dh += A(dy[j]);
     dgx[j] = dg_step[j] = T(rnn_backward<A>(kind, dh, A(h[j])));
   }
 }
 
+// Rows [b0, b1), units [u0, u1) of one backward step. With a projection
+// only the whole of H: dh and dh_next are then P wide, the cell's units H.
 template <class T>
-void backward_step_typed(const BackwardStep& a) {
+void backward_block(const BackwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1) {
   const StepShape& s = a.shape;
   const int64_t B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
   const int64_t W = saved_count(s.kind) * H;
+  const int64_t n = u1 - u0;
   const bool project = a.dr != nullptr;
+  const int64_t dh_width = project ? P : n;
   const bool has_dy = a.dy != nullptr && !project;  // with a projection dy is inside dr
-  const T* dy = static_cast<const T*>(a.dy);
-  const T* dh = static_cast<const T*>(a.dh);
-  const T* dr = static_cast<const T*>(a.dr);
-  T* dc = static_cast<T*>(a.dc);
-  const T* h0 = static_cast<const T*>(a.h0);
-  const T* c0 = static_cast<const T*>(a.c0);
-  const T* y = static_cast<const T*>(a.y);
-  const T* saved = static_cast<const T*>(a.saved);
-  T* dgx = static_cast<T*>(a.dgx);
-  T* dgh = static_cast<T*>(a.dgh);
-  T* dg_step = static_cast<T*>(a.dg_step);
-  T* dh_next = static_cast<T*>(a.dh_next);
-  T* r_seq = static_cast<T*>(a.r_seq);
+  const T* dy = from_unit(static_cast<const T*>(a.dy), u0);
+  const T* dh = from_unit(static_cast<const T*>(a.dh), u0);
+  const T* dr = from_unit(static_cast<const T*>(a.dr), u0);
+  T* dc = from_unit(static_cast<T*>(a.dc), u0);
+  const T* h0 = from_unit(static_cast<const T*>(a.h0), u0);
+  const T* c0 = from_unit(static_cast<const T*>(a.c0), u0);
+  const T* y = from_unit(static_cast<const T*>(a.y), u0);
+  const T* saved = from_unit(static_cast<const T*>(a.saved), u0);
+  T* dgx = from_unit(static_cast<T*>(a.dgx), u0);
+  T* dgh = from_unit(static_cast<T*>(a.dgh), u0);
+  T* dg_step = from_unit(static_cast<T*>(a.dg_step), u0);
+  T* dh_next = from_unit(static_cast<T*>(a.dh_next), u0);
+  T* r_seq = from_unit(static_cast<T*>(a.r_seq), u0);
 
-  for_rows(s, G, [&](int64_t b0, int64_t b1) {
-    StepShape prev = s;
-    prev.step = s.step - 1;
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t t = time_of(s, b);
-      if (t < 0) {  // finished: its gradient passes through untouched
-        zero_row(dg_step + b * G, G);
-        copy_row(dh_next + b * P, dh + b * P, P);
-        continue;
+  StepShape prev = s;
+  prev.step = s.step - 1;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t t = time_of(s, b);
+    if (t < 0) {  // finished: its gradient passes through untouched
+      for (int64_t k = 0; k < gate_count(s.kind); ++k) zero_row(dg_step + b * G + k * H, n);
+      copy_row(dh_next + b * P, dh + b * P, dh_width);
+      continue;
+    }
+    const int64_t tb = t * B + b;
+    // The state this step started from: the row's previous time, or h0/c0.
+    const int64_t t_prev = s.step == 0 ? -1 : time_of(prev, b);
+    const T* dh_row = project ? dr + b * H : dh + b * P;
+    const T* dy_row = has_dy ? dy + tb * P : nullptr;
+    const T* saved_row = saved + tb * W;
+    T* dgx_row = dgx + tb * G;
+    T* step_row = dg_step + b * G;
+    switch (s.kind) {
+      case CellKind::LSTM: {
+        const T* c_prev = t_prev < 0 ? c0 + b * H : saved + (t_prev * B + b) * W + 4 * H;
+        T* r_row = project ? r_seq + tb * H : nullptr;
+        T* dcb = dc + b * H;
+        if (has_dy) lstm_backward_row<T, true, false>(n, H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+        else if (project) lstm_backward_row<T, false, true>(n, H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+        else lstm_backward_row<T, false, false>(n, H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
+        zero_row(dh_next + b * P, dh_width);
+        break;
       }
-      const int64_t tb = t * B + b;
-      // The state this step started from: the row's previous time, or h0/c0.
-      const int64_t t_prev = s.step == 0 ? -1 : time_of(prev, b);
-      const T* dh_row = project ? dr + b * H : dh + b * P;
-      const T* dy_row = has_dy ? dy + tb * P : nullptr;
-      const T* saved_row = saved + tb * W;
-      T* dgx_row = dgx + tb * G;
-      T* step_row = dg_step + b * G;
-      switch (s.kind) {
-        case CellKind::LSTM: {
-          const T* c_prev = t_prev < 0 ? c0 + b * H : saved + (t_prev * B + b) * W + 4 * H;
-          T* r_row = project ? r_seq + tb * H : nullptr;
-          T* dcb = dc + b * H;
-          if (has_dy) lstm_backward_row<T, true, false>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
-          else if (project) lstm_backward_row<T, false, true>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
-          else lstm_backward_row<T, false, false>(H, dh_row, dy_row, saved_row, c_prev, dcb, dgx_row, step_row, r_row);
-          zero_row(dh_next + b * P, P);
-          break;
-        }
-        case CellKind::GRU: {
-          const T* h_prev = t_prev < 0 ? h0 + b * P : y + (t_prev * B + b) * P;
-          if (has_dy) gru_backward_row<T, true>(H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
-          else gru_backward_row<T, false>(H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
-          break;
-        }
-        case CellKind::RNN_TANH:
-        case CellKind::RNN_RELU: {
-          const T* h = y + tb * P;
-          const bool relu = s.kind == CellKind::RNN_RELU;
-          if (has_dy && relu) rnn_backward_row<T, true, true>(H, dh_row, dy_row, h, dgx_row, step_row);
-          else if (has_dy) rnn_backward_row<T, true, false>(H, dh_row, dy_row, h, dgx_row, step_row);
-          else if (relu) rnn_backward_row<T, false, true>(H, dh_row, dy_row, h, dgx_row, step_row);
-          else rnn_backward_row<T, false, false>(H, dh_row, dy_row, h, dgx_row, step_row);
-          zero_row(dh_next + b * P, P);
-          break;
-        }
+      case CellKind::GRU: {
+        const T* h_prev = t_prev < 0 ? h0 + b * P : y + (t_prev * B + b) * P;
+        if (has_dy) gru_backward_row<T, true>(n, H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
+        else gru_backward_row<T, false>(n, H, dh_row, dy_row, saved_row, h_prev, dgx_row, dgh + tb * G, step_row, dh_next + b * P);
+        break;
+      }
+      case CellKind::RNN_TANH:
+      case CellKind::RNN_RELU: {
+        const T* h = y + tb * P;
+        const bool relu = s.kind == CellKind::RNN_RELU;
+        if (has_dy && relu) rnn_backward_row<T, true, true>(n, dh_row, dy_row, h, dgx_row, step_row);
+        else if (has_dy) rnn_backward_row<T, true, false>(n, dh_row, dy_row, h, dgx_row, step_row);
+        else if (relu) rnn_backward_row<T, false, true>(n, dh_row, dy_row, h, dgx_row, step_row);
+        else rnn_backward_row<T, false, false>(n, dh_row, dy_row, h, dgx_row, step_row);
+        zero_row(dh_next + b * P, dh_width);
+        break;
       }
     }
-  });
+  }
+}
+
+template <class T>
+void backward_step_typed(const BackwardStep& a) {
+  const StepShape& s = a.shape;
+  for_rows(s, gate_count(s.kind) * s.H,
+           [&](int64_t b0, int64_t b1) { backward_block<T>(a, b0, b1, 0, s.H); });
 }
 
 template <class T>
@@ -387,11 +422,16 @@ void forward_block_float(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u
   forward_block<float>(a, b0, b1, u0, u1, gx, gh);
 }
 
+void backward_block_float(const BackwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1) {
+  backward_block<float>(a, b0, b1, u0, u1);
+}
+
 namespace {
 
 // No step GEMM of its own: the driver's RecurrentGemm packs W once for MKL.
 RNNKIT_REGISTER_STEP_KERNELS(CPU, forward_step_typed, project_step_typed, backward_step_typed,
-                             project_backward_step_typed, nullptr, forward_loop_cpu)
+                             project_backward_step_typed, nullptr, forward_loop_cpu,
+                             backward_loop_cpu)
 
 }  // namespace
 }  // namespace rnnkit

@@ -330,7 +330,7 @@ void project_backward_typed(const ProjectBackwardStep& a) {
 }
 
 RNNKIT_REGISTER_STEP_KERNELS(CUDA, forward_typed, project_typed, backward_typed, project_backward_typed,
-                             step_gemm_cuda, nullptr)
+                             step_gemm_cuda, nullptr, nullptr)
 
 }  // namespace
 }  // namespace rnnkit
