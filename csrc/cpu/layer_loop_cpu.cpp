@@ -117,20 +117,24 @@ float* loop_scratch(int64_t floats, at::Tensor& oversized) {
 }
 
 // Whether the forward loop should project the input itself, with `weights`
-// floats of W_hh and W_ih rows per thread: it then reads its rows of W_ih
-// every step, which pays where they stay in the core's cache beside its rows
-// of W_hh, or where the batch makes the GEMM compute-bound even when they do
-// not. Measured here (2 MiB L2, LSTM inference, 2 threads), against the one
-// big GEMM first: H=256, B=1-64: 0.98-1.03x -> 1.06-1.11x; H=512 (4 MiB of
-// rows a thread): B=1 1.27x -> 0.43x, B=8 1.60x -> 1.10x, B=64 0.92x -> 1.10x.
-constexpr int64_t kRowsForStreamedWeights = 64;
+// floats of W_hh and W_ih rows per thread. It then reads its rows of W_ih
+// every step instead of once for one big GEMM: that pays once a step has
+// enough rows to reuse them, fewer where they stay in the core's cache beside
+// its rows of W_hh. Measured here (2 MiB L2, LSTM inference, 2 threads),
+// rnnkit's time per step, in the loop / one big GEMM first: H=256 (1 MiB of
+// rows a thread) B=1 12.5 / 9.2 us, B=4 18.8 / 18.3, B=8 29.1 / 30.3,
+// B=64 191 / 210; H=512 (4 MiB) B=8 173 / 114, B=16 255 / 221,
+// B=32 425 / 458, B=64 815 / 980.
+constexpr int64_t kRowsForCachedWeights = 8;
+constexpr int64_t kRowsForStreamedWeights = 32;
 
 bool project_input_pays(int64_t B, int64_t weights) {
   static const int64_t cache_bytes = [] {
     const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     return l2 > 0 ? static_cast<int64_t>(l2) : int64_t(1) << 20;
   }();
-  return B >= kRowsForStreamedWeights || weights * int64_t(sizeof(float)) <= cache_bytes * 3 / 4;
+  const bool cached = weights * int64_t(sizeof(float)) <= cache_bytes * 3 / 4;
+  return B >= (cached ? kRowsForCachedWeights : kRowsForStreamedWeights);
 }
 
 // Where a time loop applies at all: float32, MKL's packed GEMM at hand, not
