@@ -132,8 +132,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
                                  w_hh.data_ptr(), x_for_loop, w_ih.data_ptr(), n.I});
   };
   // ... first computing each step's input projections itself (it has no
-  // bias of its own to add, so only where b_ih went into bias_hh), ...
-  if (try_loop && !bias_ih.defined() && run_loop(x.data_ptr())) return {y, h_cur, c, saved};
+  // bias of its own to add, so only where b_ih went into bias_hh; and an
+  // input of size 0, whose data pointer is null, has nothing to project), ...
+  if (try_loop && !bias_ih.defined() && n.I > 0 && run_loop(x.data_ptr()))
+    return {y, h_cur, c, saved};
 
   // 1. ... else the input projections of every step in one GEMM, ...
   Tensor gx = at::empty({T, B, G}, x.options());

@@ -93,6 +93,24 @@ def test_time_loop_split_across_threads(threads, mode, reverse, bias):
         assert_close(g, w, torch.float32, f"{mode} tensor {i} with {threads} threads")
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_input_size_zero_is_no_input(mode, dtype):
+    """A layer with input size 0 (the op allows it; torch.nn's modules do not)
+    runs on its hidden state alone: as torch.nn with a zero input."""
+    T, B, H = 4, 16, 32  # 16 rows: the CPU loop would project the input itself
+    ref = torch_layer(mode, 1, H, dtype=dtype)
+    with torch.no_grad():
+        ref.weight_ih_l0.zero_()
+    w_ih, w_hh, b_ih, b_hh, _ = layer_weights(ref)
+    h0 = torch.randn(B, H, dtype=dtype)
+    c0 = torch.randn(B, H, dtype=dtype) if mode == "LSTM" else None
+    y_ref, _ = ref(torch.zeros(T, B, 1, dtype=dtype), (h0[None], c0[None]) if c0 is not None else h0[None])
+    y, hn, _ = ops.rnn_layer(torch.zeros(T, B, 0, dtype=dtype), h0, c0, w_ih[:, :0], w_hh, b_ih, b_hh,
+                             None, None, mode, False)
+    assert_close(y, y_ref, dtype, f"{mode} output with input size 0")
+
+
 @pytest.mark.parametrize("mode, proj, dtype, sizes, lengths", [
     (m, 0, torch.float64, (6, 4, 3, 5), [3, 6, 1, 4]) for m in MODES] + [
     ("LSTM", 2, torch.float64, (6, 4, 3, 5), [3, 6, 1, 4])] + [
