@@ -127,15 +127,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
                        y.data_ptr(), saved_ptr};
   // The device's own time loop, where it has one for this case, ...
   const bool try_loop = T > 0 && B > 0 && !project && kernels.forward_loop;
-  auto run_loop = [&](const void* x_for_loop) {
+  auto run_loop = [&] {
     return kernels.forward_loop({pointers, h_cur.data_ptr(), h_next.data_ptr(), gh.data_ptr(),
-                                 w_hh.data_ptr(), x_for_loop, w_ih.data_ptr(), n.I});
+                                 w_hh.data_ptr(), x.data_ptr(), w_ih.data_ptr(), n.I});
   };
   // ... first computing each step's input projections itself (it has no
-  // bias of its own to add, so only where b_ih went into bias_hh; and an
-  // input of size 0, whose data pointer is null, has nothing to project), ...
-  if (try_loop && !bias_ih.defined() && n.I > 0 && run_loop(x.data_ptr()))
-    return {y, h_cur, c, saved};
+  // bias of its own to add, so only where b_ih went into bias_hh), ...
+  if (try_loop && !bias_ih.defined() && run_loop()) return {y, h_cur, c, saved};
 
   // 1. ... else the input projections of every step in one GEMM, ...
   Tensor gx = at::empty({T, B, G}, x.options());
@@ -146,7 +144,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   }
   pointers.gx = gx.data_ptr();
   // 2. ... then the device's time loop reading them, ...
-  if (try_loop && run_loop(nullptr)) return {y, h_cur, c, saved};
+  if (try_loop && run_loop()) return {y, h_cur, c, saved};
 
   // ... or per step: the recurrent GEMM and one fused pointwise pass.
   const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B, kernels.gemm);

@@ -99,17 +99,17 @@ struct StepGemm {
 // hidden units across its threads, one barrier per step). `step` holds the
 // pointers as for one step, but for h_prev, h_next and gh, which the loop
 // sets: it reads h0 from h_cur and leaves the final state there; h_spare and
-// gh are scratch. Given x and w_ih (and step.gx null), the loop computes each
-// step's input projections itself, x_t W_ih^T with no bias, instead of
-// reading them from gx.
+// gh are scratch. With step.gx null, the loop computes each step's input
+// projections itself from x and w_ih, x_t W_ih^T with no bias, or returns
+// false where it would not.
 struct ForwardLoop {
   ForwardStep step;
   void* h_cur;       // (B,P)
   void* h_spare;     // (B,P)
   void* gh;          // (B,G)
   const void* w_hh;  // (G,P) contiguous
-  const void* x;     // (T,B,I) contiguous, or null: gx holds the projections
-  const void* w_ih;  // (G,I) contiguous, with x
+  const void* x;     // (T,B,I) contiguous
+  const void* w_ih;  // (G,I) contiguous
   int64_t I;
 };
 

@@ -166,7 +166,8 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
   const ForwardStep& a = loop.step;
   const StepShape& s = a.shape;
   const int64_t T = s.T, B = s.B, H = s.H, P = s.P, I = loop.I, K = gate_count(s.kind), G = K * H;
-  const bool projects_input = loop.x != nullptr;
+  const bool projects_input = a.gx == nullptr;
+  if (projects_input && (loop.x == nullptr || I == 0)) return false;
   if (a.r != nullptr || !loop_applies(s, I)) return false;
   // In reverse each row of its own length starts at its own time: the rows
   // of a step are not one block of x.
