@@ -130,7 +130,11 @@ constexpr int64_t kRowsForStreamedWeights = 32;
 
 bool project_input_pays(int64_t B, int64_t weights) {
   static const int64_t cache_bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE  // glibc; elsewhere, and where it reports 0, a guess
     const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#else
+    const long l2 = 0;
+#endif
     return l2 > 0 ? static_cast<int64_t>(l2) : int64_t(1) << 20;
   }();
   const bool cached = weights * int64_t(sizeof(float)) <= cache_bytes * 3 / 4;
