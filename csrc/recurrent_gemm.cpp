@@ -23,21 +23,17 @@ RecurrentGemm::RecurrentGemm(const at::Tensor& weight, bool transposed, int64_t 
                           packing_available() && m_ > 0 && n_ > 0 && k_ > 0 &&
                           fits_int(m_) && fits_int(n_) && fits_int(k_);
   if (!use_packed) return;
-  const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, m_, n_, k_);
-  packed_ = at::empty({static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float))},
-                      weight_.options());
+  packed_ = at::empty({packed_b_floats(m_, n_, k_)}, weight_.options());
   cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, m_, n_, k_, 1.0f,
                    weight_.data_ptr<float>(), weight_.size(1), packed_.data_ptr<float>());
 }
 
 void RecurrentGemm::run(at::Tensor& out, const at::Tensor& in, bool accumulate) const {
   if (packed_.defined()) {
-    const bool one_thread = m_ * n_ * k_ < kSingleThreadMacs && MKL_Set_Num_Threads_Local;
-    const int before = one_thread ? MKL_Set_Num_Threads_Local(1) : 0;
+    const OneThread one_thread(m_ * n_ * k_ < kSingleThreadMacs);
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m_, n_, k_, in.data_ptr<float>(), k_,
                         packed_.data_ptr<float>(), n_, accumulate ? 1.0f : 0.0f,
                         out.data_ptr<float>(), n_);
-    if (one_thread) MKL_Set_Num_Threads_Local(before);
     return;
   }
   if (device_gemm_) {

@@ -83,8 +83,7 @@ int64_t whole_lines(int64_t floats) { return (floats + 15) / 16 * 16; }
 // Floats (whole lines) that MKL's packed copy of a (k, n) right-hand matrix
 // takes, for a GEMM with B rows.
 int64_t packed_floats(int64_t B, int64_t n, int64_t k) {
-  const size_t bytes = cblas_sgemm_pack_get_size(mkl::kBMatrix, B, n, k);
-  return whole_lines(static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float)));
+  return whole_lines(mkl::packed_b_floats(B, n, k));
 }
 
 // Gathers a part's rows of a (K * H, cols) gate weight, gate after gate,
@@ -155,9 +154,8 @@ bool loop_applies(const StepShape& s, int64_t other_size) {
 template <class Fn>
 void run_parts(int64_t n_parts, const Fn& fn) {
   at::parallel_for(0, n_parts, 1, [&](int64_t p0, int64_t p1) {
-    const int mkl_threads = MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0;
+    const mkl::OneThread one_thread;
     fn(p0, p1);
-    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(mkl_threads);
   });
 }
 

@@ -32,5 +32,31 @@ inline bool packing_available() {
 
 inline bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
+// Floats that MKL's packed copy of a (k, n) right-hand matrix takes, for a
+// GEMM with m rows.
+inline int64_t packed_b_floats(int64_t m, int64_t n, int64_t k) {
+  const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, static_cast<int>(m),
+                                                 static_cast<int>(n), static_cast<int>(k));
+  return static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+}
+
+// Keeps MKL's GEMMs on the calling thread while in scope (when `active`),
+// then gives back the thread count it had.
+class OneThread {
+ public:
+  explicit OneThread(bool active = true)
+      : active_(active && MKL_Set_Num_Threads_Local != nullptr),
+        before_(active_ ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~OneThread() {
+    if (active_) MKL_Set_Num_Threads_Local(before_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  const bool active_;
+  const int before_;
+};
+
 }  // namespace mkl
 }  // namespace rnnkit
