@@ -105,10 +105,12 @@ def test_input_size_zero_is_no_input(mode, dtype):
     w_ih, w_hh, b_ih, b_hh, _ = layer_weights(ref)
     h0 = torch.randn(B, H, dtype=dtype)
     c0 = torch.randn(B, H, dtype=dtype) if mode == "LSTM" else None
-    y_ref, _ = ref(torch.zeros(T, B, 1, dtype=dtype), (h0[None], c0[None]) if c0 is not None else h0[None])
+    y_ref, state = ref(torch.zeros(T, B, 1, dtype=dtype), (h0[None], c0[None]) if c0 is not None else h0[None])
+    hn_ref = state[0] if c0 is not None else state
     y, hn, _ = ops.rnn_layer(torch.zeros(T, B, 0, dtype=dtype), h0, c0, w_ih[:, :0], w_hh, b_ih, b_hh,
                              None, None, mode, False)
     assert_close(y, y_ref, dtype, f"{mode} output with input size 0")
+    assert_close(hn, hn_ref[0], dtype, f"{mode} final state with input size 0")
 
 
 @pytest.mark.parametrize("mode, proj, dtype, sizes, lengths", [
