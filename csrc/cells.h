@@ -43,12 +43,12 @@ RNNKIT_HD int64_t double_to_bits(double d) { union { double d; int64_t i; } u{d}
 // NaN in, NaN out, decided on the bits: the CPU kernels are built with
 // finite-math-only (see cpu/step_cpu.cpp), under which the compiler may turn
 // the clamps below into min/max that drop a NaN, and would fold a float test.
-RNNKIT_HD float keep_nan(float input, float result) {
-  return (float_to_bits(input) & 0x7fffffff) > 0x7f800000 ? input : result;
+RNNKIT_HD bool is_nan(float v) { return (float_to_bits(v) & 0x7fffffff) > 0x7f800000; }
+RNNKIT_HD bool is_nan(double v) {
+  return (double_to_bits(v) & 0x7fffffffffffffffLL) > 0x7ff0000000000000LL;
 }
-RNNKIT_HD double keep_nan(double input, double result) {
-  return (double_to_bits(input) & 0x7fffffffffffffffLL) > 0x7ff0000000000000LL ? input : result;
-}
+RNNKIT_HD float keep_nan(float input, float result) { return is_nan(input) ? input : result; }
+RNNKIT_HD double keep_nan(double input, double result) { return is_nan(input) ? input : result; }
 #endif
 
 // exp without a libm call on the host, so that a loop over a row of hidden
@@ -61,6 +61,9 @@ RNNKIT_HD float exp_(float x) {
   return expf(x);
 #else
   const float input = x;
+  // Clamped so that 2^k below stays a normal float; past the top the result
+  // is +inf (as expf), so that sigmoid(-inf) is 0 and NaN-producing
+  // products such as 0 * inf come out as in torch.
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23
@@ -76,7 +79,8 @@ RNNKIT_HD float exp_(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return keep_nan(input, p * bits_to_float((float_to_bits(t) + 127) << 23));
+  const float e = p * bits_to_float((float_to_bits(t) + 127) << 23);
+  return keep_nan(input, input > 88.72284f ? bits_to_float(0x7f800000) : e);
 #endif
 }
 
@@ -85,6 +89,7 @@ RNNKIT_HD double exp_(double x) {
   return exp(x);
 #else
   const double input = x;
+  // As the float version: clamped for 2^k, +inf past the top.
   x = x < -708.0 ? -708.0 : x;
   x = x > 709.0 ? 709.0 : x;
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
@@ -107,7 +112,8 @@ RNNKIT_HD double exp_(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  return keep_nan(input, p * bits_to_double((double_to_bits(t) + 1023) << 52));
+  const double e = p * bits_to_double((double_to_bits(t) + 1023) << 52);
+  return keep_nan(input, input > 709.782712893384 ? bits_to_double(0x7ff0000000000000LL) : e);
 #endif
 }
 
@@ -198,9 +204,17 @@ RNNKIT_HD A rnn_forward(CellKind kind, A pre) {
   return kind == CellKind::RNN_RELU ? math::relu(pre) : math::tanh_(pre);
 }
 
+// relu's gradient is cut where h <= 0 only: a NaN h lets dh through, as
+// torch's threshold_backward does (decided on the bits on the host, where the
+// CPU kernels are built with finite-math-only).
 template <class A>
 RNNKIT_HD A rnn_backward(CellKind kind, A dh, A h) {
-  return kind == CellKind::RNN_RELU ? (h > A(0) ? dh : A(0)) : dh * (A(1) - h * h);
+  if (kind != CellKind::RNN_RELU) return dh * (A(1) - h * h);
+#if defined(__CUDA_ARCH__)
+  return h <= A(0) ? A(0) : dh;
+#else
+  return math::is_nan(h) || h > A(0) ? dh : A(0);
+#endif
 }
 
 }  // namespace rnnkit

@@ -52,7 +52,7 @@ LayerSizes check_layer_args(CellKind kind, const at::Tensor& x, const at::Tensor
                     w_ih.sizes(), " and ", w_hh.sizes());
   const int64_t gates = gate_count(kind);
   const int64_t G = w_hh.size(0);
-  TORCH_CHECK_VALUE(G % gates == 0 && G > 0, "rnnkit: weight_hh has ", G, " rows, not a positive multiple of ",
+  TORCH_CHECK_VALUE(G % gates == 0, "rnnkit: weight_hh has ", G, " rows, not a multiple of ",
                     gates, " gates");
   const int64_t H = G / gates;
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
@@ -105,12 +105,11 @@ LayerSizes check_layer_args(CellKind kind, const at::Tensor& x, const at::Tensor
   return {T, B, I, H, P, G};
 }
 
-void check_same_as(const std::optional<at::Tensor>& grad, const at::Tensor& like,
+void check_same_as(const std::optional<at::Tensor>& t, at::IntArrayRef shape, const at::Tensor& x,
                    const char* name) {
-  if (!grad.has_value()) return;
-  TORCH_CHECK_VALUE(grad->sizes() == like.sizes(), "rnnkit: ", name, " must have shape ",
-                    like.sizes(), ", got ", grad->sizes());
-  check_like_input(*grad, like, name);
+  if (!t.has_value()) return;
+  check_like_input(*t, x, name);
+  check_shape(*t, shape, name);
 }
 
 }  // namespace rnnkit

@@ -27,8 +27,9 @@ LayerSizes check_layer_args(CellKind kind, const at::Tensor& x, const at::Tensor
                             const std::optional<at::Tensor>& w_hr,
                             const std::optional<at::Tensor>& lengths);
 
-// Gradient tensors handed to backward must match what they are gradients of.
-void check_same_as(const std::optional<at::Tensor>& grad, const at::Tensor& like,
+// A tensor handed to backward (a gradient, what forward saved) must have
+// the shape given and the dtype and device of the input x.
+void check_same_as(const std::optional<at::Tensor>& t, at::IntArrayRef shape, const at::Tensor& x,
                    const char* name);
 
 }  // namespace rnnkit

@@ -1,8 +1,40 @@
-// rnnkit._C: loading it registers the ops (TORCH_LIBRARY in ops.cpp). The
-// module itself only tells Python how it was built.
+// rnnkit._C: loading it registers the ops (TORCH_LIBRARY in ops.cpp) and the
+// strategies. The module itself tells Python how it was built and gives it
+// the planner's controls (rnnkit/planner.py wraps them) and the cell facts.
 #include <Python.h>
 
+#include <c10/core/Device.h>
+
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cell_units.h"
+#include "checks.h"
+#include "cpu/lstm_row_avx512.h"
+#include "strategy.h"
+
 namespace {
+
+using namespace rnnkit;
+
+// Runs fn, turning a C++ exception into a Python ValueError.
+template <class Fn>
+PyObject* guarded(const Fn& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
+PyObject* string_list(const std::vector<std::string>& names) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(names.size()));
+  for (size_t i = 0; list && i < names.size(); ++i)
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), PyUnicode_FromString(names[i].c_str()));
+  return list;
+}
 
 PyObject* built_with_cuda(PyObject*, PyObject*) {
 #ifdef RNNKIT_WITH_CUDA
@@ -12,11 +44,68 @@ PyObject* built_with_cuda(PyObject*, PyObject*) {
 #endif
 }
 
+PyObject* strategies(PyObject*, PyObject* args) {
+  const char* device;
+  if (!PyArg_ParseTuple(args, "s", &device)) return nullptr;
+  return guarded([&] { return string_list(strategy_names(c10::Device(device).type())); });
+}
+
+PyObject* force(PyObject*, PyObject* args) {
+  const char* name = nullptr;
+  if (!PyArg_ParseTuple(args, "z", &name)) return nullptr;
+  force_strategy(name ? std::optional<std::string>(name) : std::nullopt);
+  Py_RETURN_NONE;
+}
+
+PyObject* forced(PyObject*, PyObject*) {
+  const std::optional<std::string> name = forced_strategy();
+  if (!name) Py_RETURN_NONE;
+  return PyUnicode_FromString(name->c_str());
+}
+
+PyObject* record(PyObject*, PyObject* args) {
+  int on;
+  if (!PyArg_ParseTuple(args, "p", &on)) return nullptr;
+  record_strategies(on != 0);
+  Py_RETURN_NONE;
+}
+
+PyObject* take_record(PyObject*, PyObject*) { return string_list(take_recorded()); }
+
+PyObject* saved_width_of(PyObject*, PyObject* args) {
+  const char* mode;
+  long long hidden, proj;
+  if (!PyArg_ParseTuple(args, "sLL", &mode, &hidden, &proj)) return nullptr;
+  return guarded([&] { return PyLong_FromLongLong(saved_width(parse_mode(mode), hidden, proj)); });
+}
+
+PyObject* gates_of(PyObject*, PyObject* args) {
+  const char* mode;
+  if (!PyArg_ParseTuple(args, "s", &mode)) return nullptr;
+  return guarded([&] { return PyLong_FromLong(gate_count(parse_mode(mode))); });
+}
+
+PyObject* lstm_avx512_error(PyObject*, PyObject* args) {
+  long long n;
+  unsigned int seed;
+  if (!PyArg_ParseTuple(args, "LI", &n, &seed)) return nullptr;
+  return PyFloat_FromDouble(lstm_forward_units_avx512_max_error(n, seed));
+}
+
 PyMethodDef methods[] = {
     {"built_with_cuda", built_with_cuda, METH_NOARGS, "True if the CUDA kernels were compiled."},
+    {"strategies", strategies, METH_VARARGS, "The strategies of a device ('cpu', 'cuda'), in the planner's order."},
+    {"_force_strategy", force, METH_VARARGS, "Forces a strategy by name, process-wide (None: the planner's choice)."},
+    {"_forced_strategy", forced, METH_NOARGS, "The strategy forced from Python, or None."},
+    {"_record_strategies", record, METH_VARARGS, "Turns recording of the strategies that run on or off."},
+    {"_take_recorded", take_record, METH_NOARGS, "The names recorded since the last call, cleared."},
+    {"saved_width", saved_width_of, METH_VARARGS, "Values kept per row and step for backward: (mode, hidden, width of h)."},
+    {"gate_count", gates_of, METH_VARARGS, "Gate rows per hidden unit of a mode."},
+    {"_lstm_avx512_max_error", lstm_avx512_error, METH_VARARGS,
+     "Largest difference of the AVX-512 LSTM units from the generic ones (n, seed); -1 without AVX-512."},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rnnkit's compiled ops", -1, methods};
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rnnkit's compiled engine", -1, methods};
 
 }  // namespace
 

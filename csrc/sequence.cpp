@@ -3,75 +3,77 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
-#include <array>
-#include <utility>
-
+#include "cell_units.h"
 #include "checks.h"
-#include "recurrent_gemm.h"
-#include "step.h"
+#include "strategy.h"
 
 namespace rnnkit {
 
-// ---- step kernel registry ------------------------------------------------
-
 namespace {
-std::array<const StepKernels*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>&
-registry() {
-  static std::array<const StepKernels*,
-                    static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>
-      kernels{};
-  return kernels;
-}
-}  // namespace
-
-void register_step_kernels(c10::DeviceType device, const StepKernels* kernels) {
-  registry()[static_cast<size_t>(device)] = kernels;
-}
-
-const StepKernels& step_kernels_for(c10::DeviceType device) {
-  const StepKernels* k = registry()[static_cast<size_t>(device)];
-  TORCH_CHECK_NOT_IMPLEMENTED(k != nullptr, "rnnkit: no kernels for device type ", device,
-                              " (was rnnkit built with CUDA?)");
-  return *k;
-}
-
-// ---- helpers ---------------------------------------------------------------
-
-namespace {
-
-const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-void* mutable_ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 Tensor contiguous_or_undefined(const OptTensor& t) {
   return t.has_value() ? t->contiguous() : Tensor();
 }
 
+Tensor nothing(const at::TensorOptions& opts) { return at::empty({0}, opts); }
+
 // Buffers whose finished (padded) positions are never written by a step must
 // start at zero when rows have their own lengths.
-Tensor sequence_buffer(at::IntArrayRef shape, const Tensor& like, bool has_lengths) {
-  return has_lengths ? at::zeros(shape, like.options()) : at::empty(shape, like.options());
+Tensor sequence_buffer(at::IntArrayRef shape, const at::TensorOptions& opts, bool has_lengths) {
+  return has_lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
 }
 
 // A gradient laid out like the tensor it belongs to (torch's empty_like rule),
 // as the fake kernels promise: torch.compile checks the strides it was told.
 Tensor laid_out_like(const Tensor& grad, const Tensor& input) {
-  if (grad.strides() == input.strides()) return grad;
+  if (!grad.defined() || grad.numel() == 0 || grad.strides() == input.strides()) return grad;
   Tensor out = at::empty_like(input);
   out.copy_(grad);
   return out;
 }
 
-// The hidden state each time step started from, time-ordered like y:
-// y shifted by one step, with h0 where a row begins.
-Tensor previous_hidden(const Tensor& y, const Tensor& h0, const OptTensor& lengths, bool reverse) {
-  const int64_t T = y.size(0);
-  if (T == 0) return y;
+// The bias the cell adds (cell_units.h: cell_bias_width values): b_hh for
+// every gate, plus b_ih where gx does not already hold it; GRU's b_in goes
+// to its own block (zero where gx holds it), as n = tanh(x_n + b_in + r * (W_hn h + b_hn)).
+Tensor cell_bias(CellKind kind, int64_t H, const OptTensor& b_ih, const OptTensor& b_hh,
+                 bool gx_has_b_ih, const at::TensorOptions& opts) {
+  const int64_t G = gate_count(kind) * H;
+  Tensor bias = at::zeros({cell_bias_width(kind, H)}, opts);
+  Tensor gates = bias.narrow(0, 0, G);
+  if (b_hh.has_value()) gates.copy_(*b_hh);
+  if (b_ih.has_value() && !gx_has_b_ih) {
+    if (kind == CellKind::GRU) {
+      gates.narrow(0, 0, 2 * H).add_(b_ih->narrow(0, 0, 2 * H));
+      bias.narrow(0, G, H).copy_(b_ih->narrow(0, 2 * H, H));
+    } else {
+      gates.add_(*b_ih);
+    }
+  }
+  return bias;
+}
+
+// gx = x W_ih^T (+ b_ih) for all T*B rows at once.
+Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
+  Tensor gx = at::empty({T, B, w_ih.size(0)}, x.options());
+  Tensor rows = gx.view({T * B, w_ih.size(0)});
+  // Contiguous like the weights, so that a strided bias takes the same GEMM
+  // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
+  if (b_ih.has_value()) at::addmm_out(rows, b_ih->contiguous(), x.view({T * B, I}), w_ih.t());
+  else at::mm_out(rows, x.view({T * B, I}), w_ih.t());
+  return gx;
+}
+
+// The hidden state each time step started from, time-ordered: the kept
+// states (T,B,P) shifted by one step, with h0 where a row begins.
+Tensor previous_hidden(const Tensor& h_seq, const Tensor& h0, const Tensor& lengths, bool reverse) {
+  const int64_t T = h_seq.size(0);
   Tensor h0_step = h0.unsqueeze(0);
-  if (!reverse) return at::cat({h0_step, y.narrow(0, 0, T - 1)}, 0);
-  Tensor shifted = at::cat({y.narrow(0, 1, T - 1), h0_step}, 0);
-  if (!lengths.has_value()) return shifted;
+  if (!reverse) return at::cat({h0_step, h_seq.narrow(0, 0, T - 1)}, 0);
+  Tensor shifted = at::cat({h_seq.narrow(0, 1, T - 1), h0_step}, 0);
+  if (!lengths.defined()) return shifted;
   // In reverse a row of length L begins at t = L - 1.
-  Tensor begins = at::arange(T, lengths->options()).unsqueeze(1) == (*lengths - 1).unsqueeze(0);
+  Tensor begins = at::arange(T, lengths.options()).unsqueeze(1) == (lengths - 1).unsqueeze(0);
   return at::where(begins.unsqueeze(2), h0_step, shifted);
 }
 
@@ -80,198 +82,125 @@ Tensor previous_hidden(const Tensor& y, const Tensor& h0, const OptTensor& lengt
 // ---- forward ---------------------------------------------------------------
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
-    const Tensor& x_in, const Tensor& h0, const OptTensor& c0, const Tensor& w_ih_in,
-    const Tensor& w_hh_in, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr_in,
-    const OptTensor& lengths_in, std::string_view mode, bool reverse, bool training) {
+    const Tensor& x, const Tensor& h0, const OptTensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    const OptTensor& lengths, std::string_view mode, bool reverse, bool training) {
   const CellKind kind = parse_mode(mode);
-  const LayerSizes n = check_layer_args(kind, x_in, h0, c0, w_ih_in, w_hh_in, b_ih, b_hh, w_hr_in,
-                                        lengths_in);
-  const c10::DeviceGuard guard(x_in.device());
-  const StepKernels& kernels = step_kernels_for(x_in.device().type());
-  const int64_t T = n.T, B = n.B, H = n.H, P = n.P, G = n.G;
-  const int64_t W = saved_count(kind) * H;
-  const bool project = w_hr_in.has_value();
-  const bool has_lengths = lengths_in.has_value();
+  const LayerSizes n = check_layer_args(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths);
+  const c10::DeviceGuard guard(x.device());
+  const at::TensorOptions opts = x.options();
+  const bool has_lengths = lengths.has_value();
+  const LayerShape shape{kind, x.scalar_type(), x.device().type(), n.T, n.B, n.I, n.H, n.P,
+                         reverse, has_lengths, w_hr.has_value(), training};
+  const int64_t W = training ? saved_width(kind, n.H, n.P) : 0;
 
-  const Tensor x = x_in.contiguous();
-  const Tensor w_ih = w_ih_in.contiguous();
-  const Tensor w_hh = w_hh_in.contiguous();
-  const Tensor w_hr = contiguous_or_undefined(w_hr_in);
-  const Tensor lengths = contiguous_or_undefined(lengths_in);
-  // Contiguous like the weights, so that a strided bias takes the same GEMM
-  // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
-  Tensor bias_ih = contiguous_or_undefined(b_ih);
-  // Kernels always add b_hh; zeros stand in when the layer has no bias.
-  Tensor bias_hh = b_hh.has_value() ? b_hh->contiguous() : at::zeros({G}, x.options());
-  // On the CPU, where addmm first copies the bias into every row of its
-  // output (T*B*G values), LSTM and RNN add both biases in the cell instead:
-  // both sit beside the same pre-activation. GRU cannot (b_hn is inside r * ...).
-  if (x.device().is_cpu() && kind != CellKind::GRU && bias_ih.defined()) {
-    bias_hh = bias_hh + bias_ih;
-    bias_ih = Tensor();
+  ForwardJob job;
+  job.shape = shape;
+  job.y = sequence_buffer({n.T, n.B, n.P}, opts, has_lengths);
+  job.saved = sequence_buffer({training ? n.T : 0, n.B, W}, opts, has_lengths);
+  job.h = h0.contiguous().clone();
+  job.c = kind == CellKind::LSTM ? c0->contiguous().clone() : nothing(opts);
+  if (n.T == 0 || n.B == 0 || n.G == 0) return {job.y, job.h, job.c, job.saved};
+
+  const Strategy& strategy = plan(shape, Pass::Forward);
+  const InputGemm input = strategy.input_gemm(shape);
+  job.x = x.contiguous();
+  job.w_ih = w_ih.contiguous();
+  job.w_hh = w_hh.contiguous();
+  job.w_hr = contiguous_or_undefined(w_hr);
+  job.lengths = contiguous_or_undefined(lengths);
+  job.bias = cell_bias(kind, n.H, b_ih, b_hh, input == InputGemm::kWithBias, opts);
+  if (input != InputGemm::kNone) {
+    job.gx = input_projection(job.x, job.w_ih, input == InputGemm::kWithBias ? b_ih : std::nullopt);
   }
-
-  Tensor y = sequence_buffer({T, B, P}, x, has_lengths);
-  Tensor saved = sequence_buffer({training ? T : 0, B, training ? W : 0}, x, has_lengths);
-  Tensor h_cur = h0.contiguous().clone();
-  Tensor h_next = at::empty_like(h_cur);
-  Tensor c = kind == CellKind::LSTM ? c0->contiguous().clone() : at::empty({0}, x.options());
-  Tensor gh = at::empty({B, G}, x.options());
-  Tensor r = project ? at::empty({B, H}, x.options()) : Tensor();
-
-  StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
-                  has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
-  void* saved_ptr = W > 0 && training ? saved.data_ptr() : nullptr;
-  ForwardStep pointers{shape, nullptr, gh.data_ptr(), bias_hh.data_ptr(), nullptr,
-                       nullptr, mutable_ptr_or_null(r), mutable_ptr_or_null(c),
-                       y.data_ptr(), saved_ptr};
-  // The device's own time loop, where it has one for this case, ...
-  const bool try_loop = T > 0 && B > 0 && !project && kernels.forward_loop;
-  auto run_loop = [&] {
-    return kernels.forward_loop({pointers, h_cur.data_ptr(), h_next.data_ptr(), gh.data_ptr(),
-                                 w_hh.data_ptr(), x.data_ptr(), w_ih.data_ptr(), n.I});
-  };
-  // ... first computing each step's input projections itself (it has no
-  // bias of its own to add, so only where b_ih went into bias_hh), ...
-  if (try_loop && !bias_ih.defined() && run_loop()) return {y, h_cur, c, saved};
-
-  // 1. ... else the input projections of every step in one GEMM, ...
-  Tensor gx = at::empty({T, B, G}, x.options());
-  if (T * B > 0) {
-    Tensor gx_rows = gx.view({T * B, G});
-    if (bias_ih.defined()) at::addmm_out(gx_rows, bias_ih, x.view({T * B, n.I}), w_ih.t());
-    else at::mm_out(gx_rows, x.view({T * B, n.I}), w_ih.t());
-  }
-  pointers.gx = gx.data_ptr();
-  // 2. ... then the device's time loop reading them, ...
-  if (try_loop && run_loop()) return {y, h_cur, c, saved};
-
-  // ... or per step: the recurrent GEMM and one fused pointwise pass.
-  const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/true, B, kernels.gemm);
-  const std::optional<RecurrentGemm> project_gemm =
-      project ? std::make_optional<RecurrentGemm>(w_hr, true, B, kernels.gemm) : std::nullopt;
-  for (int64_t s = 0; s < T && B > 0; ++s) {
-    ForwardStep step = pointers;
-    step.shape.step = s;
-    step.h_prev = h_cur.data_ptr();
-    step.h_next = h_next.data_ptr();
-    hidden_gemm.run(gh, h_cur, /*accumulate=*/false);
-    kernels.forward(step);
-    if (project) {
-      project_gemm->run(h_next, r, false);
-      kernels.project({step.shape, h_cur.data_ptr(), h_next.data_ptr(), y.data_ptr()});
-    }
-    std::swap(h_cur, h_next);
-  }
-  return {y, h_cur, c, saved};
+  strategy.forward(job);
+  return {job.y, job.h, job.c, job.saved};
 }
 
 // ---- backward --------------------------------------------------------------
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer_backward(
-    const OptTensor& grad_y, const OptTensor& grad_hn, const OptTensor& grad_cn,
-    const Tensor& x_in, const Tensor& h0_in, const OptTensor& c0, const Tensor& w_ih_in,
-    const Tensor& w_hh_in, const OptTensor& w_hr_in, const OptTensor& lengths_in,
-    const Tensor& y_in, const Tensor& saved_in, std::string_view mode, bool reverse) {
+    const OptTensor& grad_y, const OptTensor& grad_hn, const OptTensor& grad_cn, const Tensor& x,
+    const Tensor& h0, const OptTensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& w_hr, const OptTensor& lengths, const Tensor& saved, std::string_view mode,
+    bool reverse, std::array<bool, 8> needs) {
   const CellKind kind = parse_mode(mode);
-  const LayerSizes n = check_layer_args(kind, x_in, h0_in, c0, w_ih_in, w_hh_in, std::nullopt,
-                                        std::nullopt, w_hr_in, lengths_in);
+  const LayerSizes n = check_layer_args(kind, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt,
+                                        w_hr, lengths);
   const int64_t T = n.T, B = n.B, I = n.I, H = n.H, P = n.P, G = n.G;
-  const int64_t W = saved_count(kind) * H;
-  TORCH_CHECK_VALUE(y_in.sizes() == at::IntArrayRef({T, B, P}), "rnnkit: y must have shape ",
-                    at::IntArrayRef({T, B, P}), ", got ", y_in.sizes());
-  TORCH_CHECK_VALUE(W == 0 || T * B == 0 || saved_in.sizes() == at::IntArrayRef({T, B, W}),
-                    "rnnkit: backward needs what a forward with training=True saved; got a saved "
-                    "tensor of shape ", saved_in.sizes());
-  check_same_as(grad_y, y_in, "grad_y");
-  check_same_as(grad_hn, h0_in, "grad_hn");
-  if (kind == CellKind::LSTM) check_same_as(grad_cn, *c0, "grad_cn");
+  const int64_t W = saved_width(kind, H, P);
+  TORCH_CHECK_VALUE(T * B * G == 0 || saved.sizes() == at::IntArrayRef({T, B, W}),
+                    "rnnkit: backward needs what a forward with training=True saved, of shape ",
+                    at::IntArrayRef({T, B, W}), "; got a saved tensor of shape ", saved.sizes());
+  check_same_as(grad_y, {T, B, P}, x, "grad_y");
+  check_same_as(grad_hn, h0.sizes(), x, "grad_hn");
+  if (kind == CellKind::LSTM) check_same_as(grad_cn, c0->sizes(), x, "grad_cn");
+  check_same_as(saved, saved.sizes(), x, "saved");
 
-  const c10::DeviceGuard guard(x_in.device());
-  const StepKernels& kernels = step_kernels_for(x_in.device().type());
-  const bool project = w_hr_in.has_value();
-  const bool has_lengths = lengths_in.has_value();
-  const at::TensorOptions opts = x_in.options();
+  const c10::DeviceGuard guard(x.device());
+  const at::TensorOptions opts = x.options();
+  const bool has_lengths = lengths.has_value();
+  const bool project = w_hr.has_value();
 
-  const Tensor x = x_in.contiguous();
-  const Tensor h0 = h0_in.contiguous();
-  const Tensor c0c = contiguous_or_undefined(c0);
-  const Tensor w_ih = w_ih_in.contiguous();
-  const Tensor w_hh = w_hh_in.contiguous();
-  const Tensor w_hr = contiguous_or_undefined(w_hr_in);
-  const Tensor lengths = contiguous_or_undefined(lengths_in);
-  const Tensor y = y_in.contiguous();
-  const Tensor saved = saved_in.contiguous();
-  const Tensor dy = contiguous_or_undefined(grad_y);
-
-  Tensor dgx = sequence_buffer({T, B, G}, x, has_lengths);
-  Tensor dgh = kind == CellKind::GRU ? sequence_buffer({T, B, G}, x, has_lengths) : dgx;
-  Tensor dg_step = at::empty({B, G}, opts);
-  Tensor dh_cur = grad_hn.has_value() ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
-  Tensor dh_next = at::empty({B, P}, opts);
-  Tensor dc = kind != CellKind::LSTM ? at::empty({0}, opts)
-              : grad_cn.has_value()  ? grad_cn->contiguous().clone()
-                                     : at::zeros({B, H}, opts);
-  Tensor dhp_seq, dhp_step, dr, r_seq;
+  BackwardJob job;
+  job.shape = {kind, x.scalar_type(), x.device().type(), T, B, I, H, P, reverse, has_lengths,
+               project, true};
+  job.dh = grad_hn.has_value() ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
+  job.dc = kind != CellKind::LSTM ? nothing(opts)
+           : grad_cn.has_value()  ? grad_cn->contiguous().clone()
+                                  : at::zeros({B, H}, opts);
+  job.dgx = sequence_buffer({T, B, G}, opts, has_lengths);
+  job.dgh = kind == CellKind::GRU ? sequence_buffer({T, B, G}, opts, has_lengths) : job.dgx;
   if (project) {
-    dhp_seq = sequence_buffer({T, B, P}, x, has_lengths);
-    dhp_step = at::empty({B, P}, opts);
-    dr = at::empty({B, H}, opts);
-    r_seq = sequence_buffer({T, B, H}, x, has_lengths);
+    job.dhp_seq = sequence_buffer({T, B, P}, opts, has_lengths);
+    job.r_seq = sequence_buffer({T, B, H}, opts, has_lengths);
+  }
+  const Tensor x_c = x.contiguous();
+  const Tensor h0_c = h0.contiguous();
+  const Tensor saved_c = saved.contiguous();
+  if (T * B * G > 0) {
+    job.x = x_c;
+    job.h0 = h0_c;
+    job.c0 = contiguous_or_undefined(c0);
+    job.w_hh = w_hh.contiguous();
+    job.w_hr = contiguous_or_undefined(w_hr);
+    job.lengths = contiguous_or_undefined(lengths);
+    job.saved = saved_c;
+    job.dy = contiguous_or_undefined(grad_y);
+    plan(job.shape, Pass::Backward).backward(job);
   }
 
-  StepShape shape{kind, x.scalar_type(), 0, T, B, H, P, reverse,
-                  has_lengths ? lengths.data_ptr<int64_t>() : nullptr};
-  // The only sequential part: dh and dc through time. The pointers of one
-  // step, but for dh, dh_next and dg_step, which change from step to step.
-  const BackwardStep pointers{shape, ptr_or_null(dy), nullptr, ptr_or_null(dr),
-                              mutable_ptr_or_null(dc), h0.data_ptr(), ptr_or_null(c0c),
-                              y.data_ptr(), ptr_or_null(saved), dgx.data_ptr(), dgh.data_ptr(),
-                              nullptr, nullptr, mutable_ptr_or_null(r_seq)};
-  // The device's own time loop where it has one for this case, ...
-  bool looped = false;
-  if (T > 0 && B > 0 && !project && kernels.backward_loop) {
-    const Tensor dg_spare = at::empty({B, G}, opts);  // the loop's second buffer
-    looped = kernels.backward_loop({pointers, dh_cur.data_ptr(), dh_next.data_ptr(),
-                                    {dg_step.data_ptr(), dg_spare.data_ptr()}, w_hh.data_ptr()});
+  // Everything else is one large GEMM or reduction over all T*B rows, each
+  // only where its gradient is wanted.
+  const auto [need_dx, need_dh0, need_dc0, need_dw_ih, need_dw_hh, need_db_ih, need_db_hh,
+              need_dw_hr] = needs;
+  (void)need_dh0;
+  (void)need_dc0;  // both come out of the time loop anyway
+  const Tensor dgx_rows = job.dgx.view({T * B, G});
+  const Tensor dgh_rows = job.dgh.view({T * B, G});
+  Tensor dx = need_dx ? at::mm(dgx_rows, w_ih.contiguous()).view({T, B, I}) : nothing(opts);
+  Tensor dw_ih = need_dw_ih ? at::mm(dgx_rows.t(), x_c.view({T * B, I})) : nothing(opts);
+  Tensor dw_hh = nothing(opts);
+  if (need_dw_hh) {
+    const Tensor h_seq = saved_c.numel() ? saved_c.narrow(2, saved_h_offset(kind, H), P)
+                                         : at::zeros({T, B, P}, opts);
+    dw_hh = T == 0 ? at::zeros({G, P}, opts)
+                   : at::mm(dgh_rows.t(), previous_hidden(h_seq, h0_c, job.lengths, reverse)
+                                              .reshape({T * B, P}));
   }
-  // ... else per step: the cell, then the recurrent GEMM.
-  if (!looped) {
-    const RecurrentGemm hidden_gemm(w_hh, /*transposed=*/false, B, kernels.gemm);
-    const std::optional<RecurrentGemm> project_gemm =
-        project ? std::make_optional<RecurrentGemm>(w_hr, false, B, kernels.gemm) : std::nullopt;
-    for (int64_t s = T - 1; s >= 0 && B > 0; --s) {
-      BackwardStep step = pointers;
-      step.shape.step = s;
-      step.dh = dh_cur.data_ptr();
-      step.dh_next = dh_next.data_ptr();
-      step.dg_step = dg_step.data_ptr();
-      if (project) {
-        kernels.project_backward({step.shape, ptr_or_null(dy), dh_cur.data_ptr(),
-                                  dhp_seq.data_ptr(), dhp_step.data_ptr()});
-        project_gemm->run(dr, dhp_step, false);
-      }
-      kernels.backward(step);
-      hidden_gemm.run(dh_next, dg_step, /*accumulate=*/true);
-      std::swap(dh_cur, dh_next);
-    }
-  }
-
-  // Everything else is one large GEMM or reduction over all T*B rows.
-  const Tensor dgx_rows = dgx.view({T * B, G});
-  const Tensor dgh_rows = dgh.view({T * B, G});
-  Tensor dx = at::mm(dgx_rows, w_ih).view({T, B, I});
-  Tensor dw_ih = at::mm(dgx_rows.t(), x.view({T * B, I}));
-  Tensor dw_hh = at::mm(dgh_rows.t(), previous_hidden(y, h0, lengths_in, reverse).reshape({T * B, P}));
-  Tensor db_ih = dgx_rows.sum(0);
+  Tensor db_ih = need_db_ih ? dgx_rows.sum(0) : nothing(opts);
   // LSTM and RNN share one gate gradient between the two sides: one reduction.
-  Tensor db_hh = kind == CellKind::GRU ? dgh_rows.sum(0) : db_ih.clone();
-  Tensor dw_hr = project ? at::mm(dhp_seq.view({T * B, P}).t(), r_seq.view({T * B, H}))
-                         : at::empty({0}, opts);
-  if (kind == CellKind::LSTM) dc = laid_out_like(dc, *c0);
-  if (project) dw_hr = laid_out_like(dw_hr, *w_hr_in);
-  return {laid_out_like(dx, x_in), laid_out_like(dh_cur, h0_in), dc, laid_out_like(dw_ih, w_ih_in),
-          laid_out_like(dw_hh, w_hh_in), db_ih, db_hh, dw_hr};
+  Tensor db_hh = !need_db_hh                          ? nothing(opts)
+                 : kind == CellKind::GRU              ? dgh_rows.sum(0)
+                 : need_db_ih                         ? db_ih.clone()
+                                                      : dgx_rows.sum(0);
+  Tensor dw_hr = project && need_dw_hr
+                     ? at::mm(job.dhp_seq.view({T * B, P}).t(), job.r_seq.view({T * B, H}))
+                     : nothing(opts);
+  Tensor dc0 = kind == CellKind::LSTM ? laid_out_like(job.dc, *c0) : job.dc;
+  if (project && need_dw_hr) dw_hr = laid_out_like(dw_hr, *w_hr);
+  return {laid_out_like(dx, x), laid_out_like(job.dh, h0), dc0, laid_out_like(dw_ih, w_ih),
+          laid_out_like(dw_hh, w_hh), db_ih, db_hh, dw_hr};
 }
 
 // ---- cells -----------------------------------------------------------------
@@ -288,14 +217,15 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward(
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
     const OptTensor& grad_h, const OptTensor& grad_c, const Tensor& x, const Tensor& h,
-    const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h_new,
-    const Tensor& saved, std::string_view mode) {
+    const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& saved,
+    std::string_view mode, std::array<bool, 7> needs) {
   TORCH_CHECK_VALUE(x.dim() == 2, "rnnkit: cell input must be 2-D (batch, input_size), got ", x.dim(),
                     "-D with shape ", x.sizes());
   auto [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
       layer_backward(std::nullopt, grad_h, grad_c, x.unsqueeze(0), h, c, w_ih, w_hh, std::nullopt,
-                     std::nullopt, h_new.unsqueeze(0), saved, mode, false);
-  return {laid_out_like(dx.squeeze(0), x), dh, dc, dw_ih, dw_hh, db_ih, db_hh};
+                     std::nullopt, saved, mode, false,
+                     {needs[0], needs[1], needs[2], needs[3], needs[4], needs[5], needs[6], false});
+  return {needs[0] ? laid_out_like(dx.squeeze(0), x) : dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 }  // namespace rnnkit

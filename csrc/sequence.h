@@ -1,11 +1,13 @@
 // The sequence driver: one layer, one direction, a whole sequence, forward
-// and backward. Device-neutral: GEMMs go through ATen (BLAS on the CPU,
-// cuBLAS on the current CUDA stream), each step's pointwise work through the
-// device's registered step kernels.
+// and backward. Device-neutral: it checks the arguments, allocates, asks the
+// planner (strategy.h) once, runs the input GEMM where the strategy wants
+// it, hands the time loop to the strategy, and turns the gate gradients
+// into dx and the weight gradients with one GEMM or reduction each.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -24,13 +26,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
     const OptTensor& lengths, std::string_view mode, bool reverse, bool training);
 
-// Returns dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr (dc0 and dW_hr
-// empty where the layer has none).
+// Returns dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr: those `needs`
+// asks for, in that order (dh0 and dc0 always), empty (0,) tensors for the
+// others and where the layer has none.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer_backward(
     const OptTensor& grad_y, const OptTensor& grad_hn, const OptTensor& grad_cn,
     const Tensor& x, const Tensor& h0, const OptTensor& c0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& w_hr, const OptTensor& lengths, const Tensor& y,
-    const Tensor& saved, std::string_view mode, bool reverse);
+    const Tensor& w_hh, const OptTensor& w_hr, const OptTensor& lengths, const Tensor& saved,
+    std::string_view mode, bool reverse, std::array<bool, 8> needs);
 
 // One step of a cell (LSTMCell, GRUCell, RNNCell): the layer driver with T = 1.
 // Returns h', c' (empty unless LSTM) and what backward needs.
@@ -39,10 +42,10 @@ std::tuple<Tensor, Tensor, Tensor> cell_forward(
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, std::string_view mode,
     bool training);
 
-// Returns dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh.
+// Returns dx, dh, dc, dW_ih, dW_hh, db_ih, db_hh, as layer_backward.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> cell_backward(
     const OptTensor& grad_h, const OptTensor& grad_c, const Tensor& x, const Tensor& h,
-    const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h_new,
-    const Tensor& saved, std::string_view mode);
+    const OptTensor& c, const Tensor& w_ih, const Tensor& w_hh, const Tensor& saved,
+    std::string_view mode, std::array<bool, 7> needs);
 
 }  // namespace rnnkit

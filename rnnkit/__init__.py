@@ -2,6 +2,8 @@
 from . import ops
 from ._C import built_with_cuda
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .planner import record_strategies, strategies, strategy
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ops", "built_with_cuda"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ops", "built_with_cuda",
+           "strategies", "strategy", "record_strategies"]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence
 
-from . import ops
+from . import cells, ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
@@ -97,14 +97,14 @@ class _RNNBase(nn.Module):
                              "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
-        if mode not in ops.GATES:
+        if mode not in cells.KINDS:
             raise ValueError("Unrecognized RNN mode: " + mode)
 
         # Registration order matters: it fixes state_dict order and, with
         # reset_parameters drawing in that order, gives torch.nn's exact init
         # under the same seed.
         factory = {"device": device, "dtype": dtype}
-        gate_size = ops.GATES[mode] * hidden_size
+        gate_size = cells.kind(mode).gates * hidden_size
         out_size = proj_size if proj_size > 0 else hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names: List[str] = []

@@ -5,30 +5,30 @@ The schemas and the CPU/CUDA kernels are registered by the compiled module
 
   rnnkit::rnn_layer          (x, h0, c0?, w_ih, w_hh, b_ih?, b_hh?, w_hr?, lengths?,
                               mode, reverse, training) -> (y, h_n, c_n, saved)
-  rnnkit::rnn_layer_backward gradients of all of the above
+  rnnkit::rnn_layer_backward (grad_y?, grad_hn?, grad_cn?, x, h0, c0?, w_ih, w_hh, w_hr?,
+                              lengths?, saved, mode, reverse, output_mask[8])
+                              -> gradients of x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
   rnnkit::rnn_cell           one step of LSTMCell / GRUCell / RNNCell
-  rnnkit::rnn_cell_backward  its gradients
+  rnnkit::rnn_cell_backward  its gradients (output_mask[7])
 
 mode is "LSTM", "GRU", "RNN_TANH" or "RNN_RELU". `saved` holds what
-backward needs; it is empty when training is False.
+backward needs (the hidden states among it, so the outputs may be changed
+in place); it is empty when training is False. A backward computes the
+gradients output_mask asks for and returns empty tensors for the others.
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from . import _C  # noqa: F401  (loading it registers the schemas and kernels)
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
-# Values per hidden unit kept for backward (see csrc/cells.h saved_count).
-SAVED_PER_UNIT = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
+from . import _C  # loading it registers the schemas and kernels
+from .cells import KINDS, kind
 
 
 def _layer_sizes(mode, x, h0, w_hh, w_hr):
     """Sizes of a layer call, with the checks that fake tensors allow (the
     compiled kernels check everything again, values included)."""
-    if mode not in GATES:
-        raise ValueError(f"rnnkit: unknown mode {mode!r}; expected one of {sorted(GATES)}")
+    gates = kind(mode).gates
     if x.dim() != 3:
         raise ValueError(f"rnnkit: input must be 3-D (seq_len, batch, input_size), got {x.dim()}-D")
     for name, t in (("h0", h0), ("weight_hh", w_hh)):
@@ -38,7 +38,7 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
             raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
                              "all tensors must be on the same device")
     T, B, _ = x.shape
-    H = w_hh.shape[0] // GATES[mode]
+    H = w_hh.shape[0] // gates
     P = w_hr.shape[0] if w_hr is not None else H
     if tuple(h0.shape) != (B, P):
         raise ValueError(f"rnnkit: h0 must have shape ({B}, {P}), got {tuple(h0.shape)}")
@@ -51,7 +51,7 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
 @torch.library.register_fake("rnnkit::rnn_layer")
 def _rnn_layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):
     T, B, H, P = _layer_sizes(mode, x, h0, w_hh, w_hr)
-    saved_width = SAVED_PER_UNIT[mode] * H
+    saved_width = _C.saved_width(mode, H, P)
     return (
         x.new_empty((T, B, P)),
         x.new_empty((B, P)),
@@ -61,19 +61,20 @@ def _rnn_layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reve
 
 
 @torch.library.register_fake("rnnkit::rnn_layer_backward")
-def _rnn_layer_backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_hr, lengths, y,
-                             saved, mode, reverse):
+def _rnn_layer_backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_hr, lengths,
+                             saved, mode, reverse, output_mask):
     _layer_sizes(mode, x, h0, w_hh, w_hr)
-    return (
-        torch.empty_like(x),
-        torch.empty_like(h0),
-        torch.empty_like(c0) if mode == "LSTM" else x.new_empty((0,)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty((w_hh.shape[0],)),
-        x.new_empty((w_hh.shape[0],)),
-        torch.empty_like(w_hr) if w_hr is not None else x.new_empty((0,)),
-    )
+    return _gradients_like(output_mask, x, [x, h0, c0 if mode == "LSTM" else None, w_ih, w_hh,
+                                            w_hh[:, 0], w_hh[:, 0], w_hr])
+
+
+def _gradients_like(output_mask, x, inputs):
+    """Gradients laid out like their inputs (empty_like) where the mask asks
+    for them; empty (0,) tensors elsewhere, as the kernels return. h0 and c0
+    (the second and third) always come back."""
+    return tuple(torch.empty_like(t) if t is not None and (wanted or i in (1, 2))
+                 else x.new_empty((0,))
+                 for i, (t, wanted) in enumerate(zip(inputs, output_mask)))
 
 
 @torch.library.register_fake("rnnkit::rnn_cell")
@@ -81,7 +82,7 @@ def _rnn_cell_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
     if x.dim() != 2:
         raise ValueError(f"rnnkit: cell input must be 2-D (batch, input_size), got {x.dim()}-D")
     _, B, H, _ = _layer_sizes(mode, x.unsqueeze(0), h, w_hh, None)
-    saved_width = SAVED_PER_UNIT[mode] * H
+    saved_width = _C.saved_width(mode, H, H)
     return (
         x.new_empty((B, H)),
         x.new_empty((B, H)) if mode == "LSTM" else x.new_empty((0,)),
@@ -90,53 +91,51 @@ def _rnn_cell_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
 
 
 @torch.library.register_fake("rnnkit::rnn_cell_backward")
-def _rnn_cell_backward_fake(grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, mode):
-    return (
-        torch.empty_like(x),
-        torch.empty_like(h),
-        torch.empty_like(c) if mode == "LSTM" else x.new_empty((0,)),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        x.new_empty((w_hh.shape[0],)),
-        x.new_empty((w_hh.shape[0],)),
-    )
+def _rnn_cell_backward_fake(grad_h, grad_c, x, h, c, w_ih, w_hh, saved, mode, output_mask):
+    return _gradients_like(output_mask, x, [x, h, c if mode == "LSTM" else None, w_ih, w_hh,
+                                            w_hh[:, 0], w_hh[:, 0]])
 
 
 # ---- autograd -----------------------------------------------------------------
 
 def _layer_setup_context(ctx, inputs, output):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training = inputs
-    y, _, _, saved = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved)
+    _, _, _, saved = output
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, saved)
     ctx.mode, ctx.reverse = mode, reverse
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _wanted(needs, present):
+    """The kernels' output mask from ctx.needs_input_grad: a gradient only
+    where its input is there and needs one."""
+    return [bool(n) and p for n, p in zip(needs, present)]
 
 
 def _layer_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
-    x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, w_hr, lengths, saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = _wanted([need[0], need[1], need[2], need[3], need[4], need[5], need[6], need[7]],
+                   [True, True, c0 is not None, True, True, True, True, w_hr is not None])
     grads = torch.ops.rnnkit.rnn_layer_backward(
         grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0, w_ih, w_hh, w_hr,
-        lengths, y, saved, ctx.mode, ctx.reverse)
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
-    return (dx, dh0, dc0 if c0 is not None else None, dw_ih, dw_hh,
-            db_ih if ctx.has_bias[0] else None, db_hh if ctx.has_bias[1] else None,
-            dw_hr if w_hr is not None else None, None, None, None, None)
+        lengths, saved, ctx.mode, ctx.reverse, mask)
+    return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,) * 4
 
 
 def _cell_setup_context(ctx, inputs, output):
     x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training = inputs
-    h_new, _, saved = output
-    ctx.save_for_backward(x, h, c, w_ih, w_hh, h_new, saved)
+    _, _, saved = output
+    ctx.save_for_backward(x, h, c, w_ih, w_hh, saved)
     ctx.mode = mode
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
 
 
 def _cell_backward(ctx, grad_h, grad_c, _grad_saved):
-    x, h, c, w_ih, w_hh, h_new, saved = ctx.saved_tensors
-    dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = torch.ops.rnnkit.rnn_cell_backward(
-        grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh, h_new, saved, ctx.mode)
-    return (dx, dh, dc if c is not None else None, dw_ih, dw_hh,
-            db_ih if ctx.has_bias[0] else None, db_hh if ctx.has_bias[1] else None, None, None)
+    x, h, c, w_ih, w_hh, saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = _wanted(need[:7], [True, True, c is not None, True, True, True, True])
+    grads = torch.ops.rnnkit.rnn_cell_backward(
+        grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh, saved, ctx.mode, mask)
+    return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,) * 2
 
 
 torch.library.register_autograd("rnnkit::rnn_layer", _layer_backward,

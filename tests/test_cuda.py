@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import ops
+from rnnkit.cells import KINDS
 
 HAVE_GPU = torch.cuda.is_available()
 BUILT_WITH_CUDA = bool(rnnkit.built_with_cuda())
@@ -45,7 +46,7 @@ needs_kernels = pytest.mark.skipif(HAVE_GPU and not BUILT_WITH_CUDA,
 
 DEV = "cuda"
 F64 = torch.float64
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+GATES = {mode: k.gates for mode, k in KINDS.items()}
 # Test variants: (op mode, proj_size)
 VARIANTS = {
     "LSTM": ("LSTM", 0),

@@ -7,6 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import ops
+from rnnkit.cells import kind
 from reference import MODES, assert_close, layer_weights, torch_cell, torch_layer
 
 SIZES = [(1, 1, 1, 1), (3, 3, 5, 17), (7, 2, 17, 3)]  # (T, B, I, H)
@@ -181,7 +182,7 @@ def test_cell_matches_torch(mode, bias, dtype):
 
 def layer_args(mode, T=4, B=3, I=2, H=3, proj=0, lengths=None, reverse=False, requires_grad=True):
     P = proj or H
-    G = ops.GATES[mode] * H
+    G = kind(mode).gates * H
     t = lambda *s: torch.randn(*s, dtype=torch.float64, requires_grad=requires_grad)  # noqa: E731
     return (t(T, B, I), t(B, P), t(B, H) if mode == "LSTM" else None, t(G, I), t(G, P), t(G),
             t(G), t(P, H) if proj else None, lengths, mode, reverse)
@@ -223,10 +224,12 @@ def test_opcheck_layer_ops(case):
         y, hn, cn, saved = torch.ops.rnnkit.rnn_layer(*args, True)
     backward_args = (torch.randn_like(y), torch.randn_like(hn),
                      torch.randn_like(cn) if mode == "LSTM" else None,
-                     x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved, mode, reverse)
-    torch.library.opcheck(torch.ops.rnnkit.rnn_layer_backward.default,
-                          tuple(a.detach() if isinstance(a, torch.Tensor) else a
-                                for a in backward_args))
+                     x, h0, c0, w_ih, w_hh, w_hr, lengths, saved, mode, reverse)
+    # Every gradient, then only some (the others come back empty).
+    for mask in ([True] * 8, [False, True, True, False, True, False, True, False]):
+        torch.library.opcheck(torch.ops.rnnkit.rnn_layer_backward.default,
+                              tuple(a.detach() if isinstance(a, torch.Tensor) else a
+                                    for a in backward_args) + (mask,))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -237,9 +240,11 @@ def test_opcheck_cell_ops(mode):
     with torch.no_grad():
         h1, c1, saved = torch.ops.rnnkit.rnn_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, True)
     args = (torch.randn_like(h1), torch.randn_like(c1) if mode == "LSTM" else None, x, h, c,
-            w_ih, w_hh, h1, saved, mode)
-    torch.library.opcheck(torch.ops.rnnkit.rnn_cell_backward.default,
-                          tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
+            w_ih, w_hh, saved, mode)
+    for mask in ([True] * 7, [True, False, False, True, False, True, False]):
+        torch.library.opcheck(torch.ops.rnnkit.rnn_cell_backward.default,
+                              tuple(a.detach() if isinstance(a, torch.Tensor) else a
+                                    for a in args) + (mask,))
 
 
 def test_compile_fullgraph_matches_eager():
@@ -313,7 +318,7 @@ def test_backward_without_saved_state_raises():
     x, h0, c0, w_ih, w_hh, _, _, w_hr, lengths, mode, reverse = args
     with pytest.raises(ValueError, match="training=True"):
         torch.ops.rnnkit.rnn_layer_backward(torch.ones_like(y), None, None, x, h0, c0, w_ih, w_hh,
-                                            w_hr, lengths, y, saved, mode, reverse)
+                                            w_hr, lengths, saved, mode, reverse, [True] * 8)
 
 
 def test_cell_bad_input_raises():

@@ -8,6 +8,6 @@
 
 namespace rnnkit {
 
-void step_gemm_cuda(const StepGemm& g);
+std::unique_ptr<StepGemm> cuda_step_gemm(const at::Tensor& weight, bool transposed, int64_t rows);
 
 }  // namespace rnnkit

@@ -1,4 +1,11 @@
-#include "layer_loop_cpu.h"
+// The CPU's fused time loops, forward and backward, as two strategies: one
+// parallel region for a whole sequence, the hidden units split across the
+// threads, each thread's block of W_hh packed for MKL once and kept in its
+// cache, one barrier per step. "fused_loop" reads the input projections of
+// one big GEMM made before the loop; "fused_loop_projecting" has each thread
+// project the next step's input for its units while the others finish the
+// step. float32, where torch runs ATen's parallel_for on OpenMP and carries MKL.
+#include "fused_loop_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Config.h>
@@ -7,12 +14,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <unistd.h>
 
 #include "mkl_packed.h"
+#include "step_cpu.h"
 
 namespace rnnkit {
 namespace {
@@ -119,16 +128,13 @@ float* loop_scratch(int64_t floats, at::Tensor& oversized) {
 // floats of W_hh and W_ih rows per thread. It then reads its rows of W_ih
 // every step instead of once for one big GEMM: that pays once a step has
 // enough rows to reuse them, fewer where they stay in the core's cache beside
-// its rows of W_hh. Measured here (2 MiB L2, LSTM inference, 2 threads),
-// rnnkit's time per step, in the loop / one big GEMM first: H=256 (1 MiB of
-// rows a thread) B=1 12.5 / 9.2 us, B=4 18.8 / 18.3, B=8 29.1 / 30.3,
-// B=64 191 / 210; H=512 (4 MiB) B=8 173 / 114, B=16 255 / 221,
-// B=32 425 / 458, B=64 815 / 980.
+// its rows of W_hh (benchmarks/results/ has the measurements behind the
+// numbers of rows).
 constexpr int64_t kRowsForCachedWeights = 8;
 constexpr int64_t kRowsForStreamedWeights = 32;
 
-bool project_input_pays(int64_t B, int64_t weights) {
-  static const int64_t cache_bytes = [] {
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
 #ifdef _SC_LEVEL2_CACHE_SIZE  // glibc; elsewhere, and where it reports 0, a guess
     const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #else
@@ -136,17 +142,29 @@ bool project_input_pays(int64_t B, int64_t weights) {
 #endif
     return l2 > 0 ? static_cast<int64_t>(l2) : int64_t(1) << 20;
   }();
-  const bool cached = weights * int64_t(sizeof(float)) <= cache_bytes * 3 / 4;
+  return bytes;
+}
+
+bool project_input_pays(int64_t B, int64_t weights) {
+  const bool cached = weights * int64_t(sizeof(float)) <= l2_cache_bytes() * 3 / 4;
   return B >= (cached ? kRowsForCachedWeights : kRowsForStreamedWeights);
 }
 
-// Where a time loop applies at all: float32, MKL's packed GEMM at hand, not
-// already inside a parallel region, sizes that fit MKL's int.
-bool loop_applies(const StepShape& s, int64_t other_size) {
-  return s.dtype == at::kFloat && s.B > 0 && s.T > 0 && mkl::packing_available() &&
-         !at::in_parallel_region() && mkl::fits_int(s.B) &&
-         mkl::fits_int(gate_count(s.kind) * s.H) && mkl::fits_int(s.P) &&
-         mkl::fits_int(other_size);
+// Why a fused loop cannot run a layer, or empty.
+std::string why_no_loop(const LayerShape& s) {
+#if !AT_PARALLEL_OPENMP
+  // Other backends may run parts one after another: a barrier would wait forever.
+  return "ATen's parallel backend is not OpenMP";
+#else
+  if (s.dtype != at::kFloat) return "float32 only";
+  if (s.projection) return "no projection (proj_size)";
+  if (!mkl::packing_available()) return "torch carries no MKL packed GEMM";
+  if (at::in_parallel_region()) return "called from inside a parallel region";
+  if (!mkl::fits_int(s.B) || !mkl::fits_int(gate_count(s.kind) * s.H) || !mkl::fits_int(s.P) ||
+      !mkl::fits_int(s.I))
+    return "a size exceeds MKL's int";
+  return {};
+#endif
 }
 
 // Runs fn(p0, p1) on the threads, each with its own range of parts and with
@@ -159,25 +177,12 @@ void run_parts(int64_t n_parts, const Fn& fn) {
   });
 }
 
-}  // namespace
+// ---- forward ---------------------------------------------------------------
 
-bool forward_loop_cpu(const ForwardLoop& loop) {
-#if !AT_PARALLEL_OPENMP
-  return false;  // other backends may run parts one after another: a barrier would wait forever
-#else
-  const ForwardStep& a = loop.step;
-  const StepShape& s = a.shape;
-  const int64_t T = s.T, B = s.B, H = s.H, P = s.P, I = loop.I, K = gate_count(s.kind), G = K * H;
-  const bool projects_input = a.gx == nullptr;
-  if (projects_input && (loop.x == nullptr || I == 0)) return false;
-  if (a.r != nullptr || !loop_applies(s, I)) return false;
-  // In reverse each row of its own length starts at its own time: the rows
-  // of a step are not one block of x.
-  if (projects_input && s.reverse && s.lengths != nullptr) return false;
-
+void forward_loop(ForwardJob& job, bool projects_input) {
+  const LayerShape& n = job.shape;
+  const int64_t T = n.T, B = n.B, H = n.H, P = n.P, I = n.I, K = gate_count(n.kind), G = K * H;
   std::vector<Part> parts = split_units(H, B * G * (P + (projects_input ? I : 0)));
-  if (projects_input && !project_input_pays(B, K * (parts[0].u1 - parts[0].u0) * (P + I)))
-    return false;
   int64_t packed_total = 0;
   for (Part& part : parts) {
     const int64_t kn = K * (part.u1 - part.u0);
@@ -198,10 +203,18 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
   // The step's input projections, each part's (B, K * n) block at B * K * u0.
   float* const gx_step = gathered + gathered_floats;
   float* const packed_all = gx_step + gx_step_floats;
-  const float* w_hh = static_cast<const float*>(loop.w_hh);
-  const float* w_ih = static_cast<const float*>(loop.w_ih);
-  const float* x = static_cast<const float*>(loop.x);
-  float* gh_all = static_cast<float*>(loop.gh);  // part p's (B, K * n) block at B * K * u0
+  at::Tensor gh_all_t = at::empty({B * G}, job.x.options());
+  at::Tensor h_spare = at::empty_like(job.h);
+  const float* w_hh = job.w_hh.data_ptr<float>();
+  const float* w_ih = job.w_ih.data_ptr<float>();
+  const float* x = job.x.data_ptr<float>();
+  float* gh_all = gh_all_t.data_ptr<float>();  // part p's (B, K * n) block at B * K * u0
+  const float* gx_all = projects_input ? nullptr : job.gx.data_ptr<float>();
+  const StepShape shape{n.kind, n.dtype, 0, T, B, H, P, n.reverse,
+                        job.lengths.defined() ? job.lengths.data_ptr<int64_t>() : nullptr};
+  const ForwardStep pointers{shape, gx_all, gh_all, job.bias.data_ptr(), nullptr, nullptr, nullptr,
+                             job.c.numel() ? job.c.data_ptr() : nullptr, job.y.data_ptr(),
+                             job.saved.numel() ? job.saved.data_ptr() : nullptr};
   StepBarrier barrier(n_parts);
 
   run_parts(n_parts, [&](int64_t p0, int64_t p1) {
@@ -216,7 +229,7 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
     // The input projections of one step for this thread's parts; they depend
     // on no state, so the thread computes the next step's before the barrier.
     auto project_input = [&](int64_t step_index) {
-      const float* x_t = x + (s.reverse ? T - 1 - step_index : step_index) * B * I;
+      const float* x_t = x + (n.reverse ? T - 1 - step_index : step_index) * B * I;
       for (int64_t p = p0; p < p1; ++p) {
         const Part& part = parts[p];
         const int64_t kn = K * (part.u1 - part.u0);
@@ -227,25 +240,24 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
     };
     if (projects_input) project_input(0);
 
-    ForwardStep step = a;
-    void* h_cur = loop.h_cur;
-    void* h_next = loop.h_spare;
+    ForwardStep step = pointers;
+    void* h_cur = job.h.data_ptr();
+    void* h_next = h_spare.data_ptr();
     for (int64_t t = 0; t < T; ++t) {
       step.shape.step = t;
       step.h_prev = h_cur;
       step.h_next = h_next;
       for (int64_t p = p0; p < p1; ++p) {
         const Part& part = parts[p];
-        const int64_t n = part.u1 - part.u0;
+        const int64_t un = part.u1 - part.u0;
         float* gh = gh_all + B * K * part.u0;
-        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, K * n, P,
+        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, K * un, P,
                             static_cast<const float*>(h_cur), P, packed_all + part.packed_hh,
-                            K * n, 0.0f, gh, K * n);
-        const GateRows<float> gx =
-            projects_input
-                ? GateRows<float>{gx_step + B * K * part.u0, K * n, n, 0}
-                : GateRows<float>{static_cast<const float*>(a.gx) + part.u0, G, H, B};
-        forward_block_float(step, 0, B, part.u0, part.u1, gx, {gh, K * n, n, 0});
+                            K * un, 0.0f, gh, K * un);
+        const GateRows<const float> gx =
+            projects_input ? GateRows<const float>{gx_step + B * K * part.u0, K * un, un, 0}
+                           : GateRows<const float>{gx_all + part.u0, G, H, B};
+        forward_block_float(step, 0, B, part.u0, part.u1, gx, {gh, K * un, un, 0});
       }
       if (projects_input && t + 1 < T) project_input(t + 1);
       barrier.wait(p1 - p0);
@@ -253,19 +265,14 @@ bool forward_loop_cpu(const ForwardLoop& loop) {
     }
   });
   // After an odd number of steps the final state sits in the spare buffer.
-  if (T % 2 == 1) std::memcpy(loop.h_cur, loop.h_spare, B * P * sizeof(float));
-  return true;
-#endif
+  if (T % 2 == 1) job.h = h_spare;
 }
 
-bool backward_loop_cpu(const BackwardLoop& loop) {
-#if !AT_PARALLEL_OPENMP
-  return false;  // as forward_loop_cpu
-#else
-  const BackwardStep& a = loop.step;
-  const StepShape& s = a.shape;
-  const int64_t T = s.T, B = s.B, H = s.H, P = s.P, G = gate_count(s.kind) * H;
-  if (a.dr != nullptr || !loop_applies(s, 0)) return false;
+// ---- backward --------------------------------------------------------------
+
+void backward_loop(BackwardJob& job) {
+  const LayerShape& n = job.shape;
+  const int64_t T = n.T, B = n.B, H = n.H, P = n.P, G = gate_count(n.kind) * H;
 
   // A thread's units of dh_prev need every gate of the step's gradient
   // (dg W_hh): it owns columns [u0, u1) of W_hh, packed as they stand.
@@ -278,7 +285,20 @@ bool backward_loop_cpu(const BackwardLoop& loop) {
   const int64_t n_parts = static_cast<int64_t>(parts.size());
   at::Tensor oversized;
   float* const packed_all = loop_scratch(packed_total, oversized);
-  const float* w_hh = static_cast<const float*>(loop.w_hh);
+  const at::TensorOptions opts = job.x.options();
+  // Two gate buffers: a thread may write this step's gate gradients while
+  // another still reads the last step's in its GEMM.
+  const at::Tensor dg_steps = at::empty({2, B, G}, opts);
+  at::Tensor dh_spare = at::empty_like(job.dh);
+  const float* w_hh = job.w_hh.data_ptr<float>();
+  const StepShape shape{n.kind, n.dtype, 0, T, B, H, P, n.reverse,
+                        job.lengths.defined() ? job.lengths.data_ptr<int64_t>() : nullptr};
+  const BackwardStep pointers{shape, job.dy.defined() ? job.dy.data_ptr() : nullptr, nullptr,
+                              nullptr, job.dc.numel() ? job.dc.data_ptr() : nullptr,
+                              job.h0.data_ptr(), job.c0.defined() ? job.c0.data_ptr() : nullptr,
+                              job.saved.data_ptr(), job.dgx.data_ptr(), job.dgh.data_ptr(), nullptr,
+                              nullptr, nullptr};
+  void* const dg_buffers[2] = {dg_steps[0].data_ptr(), dg_steps[1].data_ptr()};
   StepBarrier barrier(n_parts);
 
   run_parts(n_parts, [&](int64_t p0, int64_t p1) {
@@ -287,16 +307,14 @@ bool backward_loop_cpu(const BackwardLoop& loop) {
       cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kNoTrans, B, part.u1 - part.u0, G,
                        1.0f, w_hh + part.u0, P, packed_all + part.packed_hh);
     }
-    BackwardStep step = a;
-    void* dh_cur = loop.dh_cur;
-    void* dh_next = loop.dh_spare;
+    BackwardStep step = pointers;
+    void* dh_cur = job.dh.data_ptr();
+    void* dh_next = dh_spare.data_ptr();
     for (int64_t t = T - 1; t >= 0; --t) {
       step.shape.step = t;
       step.dh = dh_cur;
       step.dh_next = dh_next;
-      // Two buffers: a thread may write this step's gate gradients while
-      // another still reads the last step's in its GEMM.
-      step.dg_step = loop.dg_step[t % 2];
+      step.dg_step = dg_buffers[t % 2];
       for (int64_t p = p0; p < p1; ++p)
         backward_block_float(step, 0, B, parts[p].u0, parts[p].u1);
       barrier.wait(p1 - p0);
@@ -304,19 +322,57 @@ bool backward_loop_cpu(const BackwardLoop& loop) {
       // the next step's cell reads only those.
       for (int64_t p = p0; p < p1; ++p) {
         const Part& part = parts[p];
-        const int64_t n = part.u1 - part.u0;
-        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, n, G,
+        const int64_t un = part.u1 - part.u0;
+        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, un, G,
                             static_cast<const float*>(step.dg_step), G,
-                            packed_all + part.packed_hh, n, 1.0f,
+                            packed_all + part.packed_hh, un, 1.0f,
                             static_cast<float*>(dh_next) + part.u0, P);
       }
       std::swap(dh_cur, dh_next);
     }
   });
   // After an odd number of steps the gradient of h0 sits in the spare buffer.
-  if (T % 2 == 1) std::memcpy(loop.dh_cur, loop.dh_spare, B * P * sizeof(float));
-  return true;
-#endif
+  if (T % 2 == 1) job.dh = dh_spare;
+}
+
+class FusedLoop final : public Strategy {
+ public:
+  explicit FusedLoop(bool projects_input) : projects_input_(projects_input) {}
+
+  const char* name() const override {
+    return projects_input_ ? "fused_loop_projecting" : "fused_loop";
+  }
+
+  Fit fit(const LayerShape& s, Pass pass) const override {
+    if (const std::string why = why_no_loop(s); !why.empty()) return Fit::cannot(why);
+    if (!projects_input_) return Fit::runs();
+    if (pass == Pass::Backward) return Fit::declines("the backward loop is fused_loop's");
+    if (s.I == 0) return Fit::cannot("no input features to project");
+    // In reverse each row of its own length starts at its own time: the rows
+    // of a step are not one block of x.
+    if (s.reverse && s.lengths) return Fit::cannot("reverse with per-sequence lengths");
+    const std::vector<Part> parts = split_units(s.H, s.B * gate_count(s.kind) * s.H * (s.P + s.I));
+    const int64_t weights = gate_count(s.kind) * (parts[0].u1 - parts[0].u0) * (s.P + s.I);
+    if (!project_input_pays(s.B, weights))
+      return Fit::declines("too few rows to reuse each step's W_ih rows");
+    return Fit::runs();
+  }
+
+  InputGemm input_gemm(const LayerShape&) const override {
+    return projects_input_ ? InputGemm::kNone : InputGemm::kWithoutBias;
+  }
+
+  void forward(ForwardJob& job) const override { forward_loop(job, projects_input_); }
+  void backward(BackwardJob& job) const override { backward_loop(job); }
+
+ private:
+  bool projects_input_;
+};
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_fused_loop(bool projects_input) {
+  return std::make_unique<FusedLoop>(projects_input);
 }
 
 }  // namespace rnnkit
