@@ -376,3 +376,57 @@ def test_nan_and_inf_propagate_like_torch(mode, dtype):
     assert torch.equal(y.isinf(), y_ref.isinf()) and torch.equal(y[y.isinf()], y_ref[y_ref.isinf()])
     finite = y_ref.isfinite()
     assert_close(y[finite], y_ref[finite], dtype, "finite outputs")
+
+
+@pytest.mark.parametrize("mode, proj", [(m, 0) for m in MODES] + [("LSTM", 2)])
+def test_output_changed_in_place_before_backward(mode, proj):
+    """backward keeps its own copy of the hidden states, so a caller may
+    change the outputs in place first (torch.nn's GRU, RNN, LSTMCell and
+    GRUCell allow it): the gradients are those of the changed outputs."""
+    ref = torch_layer(mode, 3, 5, proj_size=proj)
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, proj or 5, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 5, dtype=torch.float64) if mode == "LSTM" else None
+    weights = layer_weights(ref)
+
+    y, hn, _ = ops.rnn_layer(x, h0, c0, *weights, None, mode, False)
+    y.relu_()
+    hn.mul_(3)
+    got = torch.autograd.grad(y.sum() + hn.sum(), [x, h0, weights[1]])
+    y_ref, hn_ref, _ = ops.rnn_layer(x, h0, c0, *weights, None, mode, False)
+    want = torch.autograd.grad(y_ref.relu().sum() + (hn_ref * 3).sum(), [x, h0, weights[1]])
+    for g, w in zip(got, want):
+        assert_close(g, w, torch.float64, f"{mode} gradient after an in-place change")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cell_output_changed_in_place_before_backward(mode):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args(mode)[:7]
+    x = x[0].detach().requires_grad_()
+    h_new, c_new = ops.rnn_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, mode=mode)
+    h_new.relu_()
+    got = torch.autograd.grad(h_new.sum(), [x, h, w_hh])
+    h_ref, _ = ops.rnn_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, mode=mode)
+    want = torch.autograd.grad(h_ref.relu().sum(), [x, h, w_hh])
+    for g, w in zip(got, want):
+        assert_close(g, w, torch.float64, f"{mode} cell gradient after an in-place change")
+
+
+def test_backward_skips_what_needs_no_gradient():
+    """Gradients only where their inputs need them: a frozen layer still
+    passes the right gradient to its input, and its weights get none."""
+    ref = torch_layer("LSTM", 3, 5)
+    w_ih, w_hh, b_ih, b_hh, _ = [None if p is None else p.detach() for p in layer_weights(ref)]
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.zeros(2, 5, dtype=torch.float64)
+    y, _, _ = ops.rnn_layer(x, h0, h0, w_ih, w_hh, b_ih, b_hh, None, None, "LSTM", False)
+    (dx,) = torch.autograd.grad(y.sum(), [x])
+    y_ref, _ = ref(x)
+    (dx_ref,) = torch.autograd.grad(y_ref.sum(), [x])
+    assert_close(dx, dx_ref, torch.float64, "dx of a frozen layer")
+    # The other way round: weights that need gradients, an input that does not.
+    w_hh.requires_grad_()
+    y, _, _ = ops.rnn_layer(x.detach(), h0, h0, w_ih, w_hh, b_ih, b_hh, None, None, "LSTM", False)
+    (dw,) = torch.autograd.grad(y.sum(), [w_hh])
+    (dw_ref,) = torch.autograd.grad(ref(x.detach())[0].sum(), [ref.weight_hh_l0])
+    assert_close(dw, dw_ref, torch.float64, "dW_hh with an input that needs no gradient")
