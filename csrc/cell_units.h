@@ -118,15 +118,34 @@ RNNKIT_HD void carry_forward_unit(const T* h_prev, T* h, int64_t j) {
 
 // After the projection GEMM wrote h = r W_hr^T (P wide) for every row: a
 // running row keeps it as its output (and saved state), a finished row puts
-// its state back. Unit j of P.
+// its state back. One row, unit j of P.
 template <class T>
-RNNKIT_HD void project_unit(bool running, const T* h_prev, T* h, T* y, T* saved_h, int64_t j) {
-  if (!running) {
-    h[j] = h_prev[j];
+struct ProjectRow {
+  bool running;
+  const T* h_prev;
+  T* h;
+  T* y;        // this time's output (running rows)
+  T* saved_h;  // this time's saved state, or null
+};
+
+template <class T>
+RNNKIT_HD ProjectRow<T> project_row(const ProjectStep& a, int64_t b) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, P = s.P, t = time_of(s, b), tb = (t < 0 ? 0 : t) * B + b;
+  T* saved = static_cast<T*>(a.saved);
+  return {t >= 0, static_cast<const T*>(a.h_prev) + b * P, static_cast<T*>(a.h_next) + b * P,
+          static_cast<T*>(a.y) + tb * P,
+          saved ? saved + tb * saved_width(s.kind, s.H, P) + saved_h_offset(s.kind, s.H) : nullptr};
+}
+
+template <class T>
+RNNKIT_HD void project_unit(const ProjectRow<T>& r, int64_t j) {
+  if (!r.running) {
+    r.h[j] = r.h_prev[j];
     return;
   }
-  y[j] = h[j];
-  if (saved_h) saved_h[j] = h[j];
+  r.y[j] = r.h[j];
+  if (r.saved_h) r.saved_h[j] = r.h[j];
 }
 
 // The pointers of row b at time t (t >= 0) of a forward step, units from u0
@@ -215,17 +234,34 @@ RNNKIT_HD void carry_backward_unit(CellKind kind, int64_t H, bool project, const
 
 // With a projection, before the cell: dhp = dh + dy for a running row, kept
 // time-ordered for dW_hr and as this step's GEMM input (dr = dhp W_hr);
-// zero for a finished row. Unit j of P.
+// zero for a finished row. One row, unit j of P.
 template <class T>
-RNNKIT_HD void project_backward_unit(bool running, const T* dh, const T* dy, T* dhp_seq,
-                                     T* dhp_step, int64_t j) {
+struct ProjectBackwardRow {
+  bool running;
+  const T* dh;
+  const T* dy;  // or null
+  T* dhp_seq;
+  T* dhp_step;
+};
+
+template <class T>
+RNNKIT_HD ProjectBackwardRow<T> project_backward_row(const ProjectBackwardStep& a, int64_t b) {
+  const StepShape& s = a.shape;
+  const int64_t B = s.B, P = s.P, t = time_of(s, b), tb = (t < 0 ? 0 : t) * B + b;
+  const T* dy = static_cast<const T*>(a.dy);
+  return {t >= 0, static_cast<const T*>(a.dh) + b * P, dy ? dy + tb * P : nullptr,
+          static_cast<T*>(a.dhp_seq) + tb * P, static_cast<T*>(a.dhp_step) + b * P};
+}
+
+template <class T>
+RNNKIT_HD void project_backward_unit(const ProjectBackwardRow<T>& r, int64_t j) {
   using A = at::opmath_type<T>;
-  if (!running) {
-    dhp_step[j] = T(0);
+  if (!r.running) {
+    r.dhp_step[j] = T(0);
     return;
   }
-  const A v = A(dh[j]) + (dy ? A(dy[j]) : A(0));
-  dhp_step[j] = dhp_seq[j] = T(v);
+  const A v = A(r.dh[j]) + (r.dy ? A(r.dy[j]) : A(0));
+  r.dhp_step[j] = r.dhp_seq[j] = T(v);
 }
 
 // The pointers of row b at time t (t >= 0) of a backward step, units from

@@ -168,18 +168,9 @@ void forward_step(const ForwardStep& a) {
 
 template <class T>
 void project_step(const ProjectStep& a) {
-  const StepShape& s = a.shape;
-  const int64_t B = s.B, P = s.P, W = saved_width(s.kind, s.H, P);
-  const T* h_prev = static_cast<const T*>(a.h_prev);
-  T* h_next = static_cast<T*>(a.h_next);
-  T* y = static_cast<T*>(a.y);
-  T* saved = static_cast<T*>(a.saved);
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t t = time_of(s, b);
-    const int64_t tb = (t < 0 ? 0 : t) * B + b;
-    T* saved_h = saved ? saved + tb * W + saved_h_offset(s.kind, s.H) : nullptr;
-    for (int64_t j = 0; j < P; ++j)
-      project_unit(t >= 0, h_prev + b * P, h_next + b * P, y + tb * P, saved_h, j);
+  for (int64_t b = 0; b < a.shape.B; ++b) {
+    const ProjectRow<T> row = project_row<T>(a, b);
+    for (int64_t j = 0; j < a.shape.P; ++j) project_unit(row, j);
   }
 }
 
@@ -220,18 +211,9 @@ void backward_step(const BackwardStep& a) {
 
 template <class T>
 void project_backward_step(const ProjectBackwardStep& a) {
-  const StepShape& s = a.shape;
-  const int64_t B = s.B, P = s.P;
-  const T* dy = static_cast<const T*>(a.dy);
-  const T* dh = static_cast<const T*>(a.dh);
-  T* dhp_seq = static_cast<T*>(a.dhp_seq);
-  T* dhp_step = static_cast<T*>(a.dhp_step);
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t t = time_of(s, b);
-    const int64_t tb = (t < 0 ? 0 : t) * B + b;
-    for (int64_t j = 0; j < P; ++j)
-      project_backward_unit(t >= 0, dh + b * P, dy ? dy + tb * P : nullptr, dhp_seq + tb * P,
-                            dhp_step + b * P, j);
+  for (int64_t b = 0; b < a.shape.B; ++b) {
+    const ProjectBackwardRow<T> row = project_backward_row<T>(a, b);
+    for (int64_t j = 0; j < a.shape.P; ++j) project_backward_unit(row, j);
   }
 }
 

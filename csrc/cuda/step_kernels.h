@@ -74,18 +74,9 @@ RNNKIT_HD void forward_thread(const ForwardStep& a, const ThreadPlace& p) {
 
 template <class T>
 RNNKIT_HD void project_thread(const ProjectStep& a, const ThreadPlace& p) {
-  const StepShape& s = a.shape;
-  const int64_t B = s.B, P = s.P, W = saved_width(s.kind, s.H, P);
-  const T* h_prev = static_cast<const T*>(a.h_prev);
-  T* h_next = static_cast<T*>(a.h_next);
-  T* y = static_cast<T*>(a.y);
-  T* saved = static_cast<T*>(a.saved);
-  for (int64_t b = p.row0; b < B; b += p.row_stride) {
-    const int64_t t = time_of(s, b);
-    const int64_t tb = (t < 0 ? 0 : t) * B + b;
-    T* saved_h = saved ? saved + tb * W + saved_h_offset(s.kind, s.H) : nullptr;
-    for (int64_t j = p.col0; j < P; j += p.col_stride)
-      project_unit(t >= 0, h_prev + b * P, h_next + b * P, y + tb * P, saved_h, j);
+  for (int64_t b = p.row0; b < a.shape.B; b += p.row_stride) {
+    const ProjectRow<T> row = project_row<T>(a, b);
+    for (int64_t j = p.col0; j < a.shape.P; j += p.col_stride) project_unit(row, j);
   }
 }
 
@@ -121,18 +112,9 @@ RNNKIT_HD void backward_thread(const BackwardStep& a, const ThreadPlace& p) {
 
 template <class T>
 RNNKIT_HD void project_backward_thread(const ProjectBackwardStep& a, const ThreadPlace& p) {
-  const StepShape& s = a.shape;
-  const int64_t B = s.B, P = s.P;
-  const T* dy = static_cast<const T*>(a.dy);
-  const T* dh = static_cast<const T*>(a.dh);
-  T* dhp_seq = static_cast<T*>(a.dhp_seq);
-  T* dhp_step = static_cast<T*>(a.dhp_step);
-  for (int64_t b = p.row0; b < B; b += p.row_stride) {
-    const int64_t t = time_of(s, b);
-    const int64_t tb = (t < 0 ? 0 : t) * B + b;
-    for (int64_t j = p.col0; j < P; j += p.col_stride)
-      project_backward_unit(t >= 0, dh + b * P, dy ? dy + tb * P : nullptr, dhp_seq + tb * P,
-                            dhp_step + b * P, j);
+  for (int64_t b = p.row0; b < a.shape.B; b += p.row_stride) {
+    const ProjectBackwardRow<T> row = project_backward_row<T>(a, b);
+    for (int64_t j = p.col0; j < a.shape.P; j += p.col_stride) project_backward_unit(row, j);
   }
 }
 
