@@ -22,6 +22,7 @@
 
 #include "mkl_packed.h"
 #include "step_cpu.h"
+#include "thread_gemm.h"
 
 namespace rnnkit {
 namespace {
@@ -73,6 +74,12 @@ struct Part {
   int64_t packed_hh = 0, packed_ih = 0;  // offsets in floats
 };
 
+// A part's GEMMs: the recurrent one and, where the loop projects the input
+// itself, the input one.
+struct PartGemms {
+  ThreadGemm hidden, input;
+};
+
 // Splits the H units into parts of whole vectors, one part per thread, or a
 // single part when a step has too little work (`macs` multiply-adds) to share.
 std::vector<Part> split_units(int64_t H, int64_t macs) {
@@ -89,21 +96,14 @@ std::vector<Part> split_units(int64_t H, int64_t macs) {
 // carved out of the scratch starts on one.
 int64_t whole_lines(int64_t floats) { return (floats + 15) / 16 * 16; }
 
-// Floats (whole lines) that MKL's packed copy of a (k, n) right-hand matrix
-// takes, for a GEMM with B rows.
-int64_t packed_floats(int64_t B, int64_t n, int64_t k) {
-  return whole_lines(mkl::packed_b_floats(B, n, k));
-}
-
 // Gathers a part's rows of a (K * H, cols) gate weight, gate after gate,
-// into `rows` and packs them (transposed: the GEMM multiplies by W^T).
-void pack_part_rows(const float* w, int64_t K, int64_t H, int64_t cols, int64_t B,
+// into `rows` and packs them transposed (the GEMM multiplies by W^T).
+void pack_part_rows(const ThreadGemm& gemm, const float* w, int64_t K, int64_t H, int64_t cols,
                     const Part& part, float* rows, float* packed) {
   const int64_t n = part.u1 - part.u0;
   for (int64_t k = 0; k < K; ++k)
     std::memcpy(rows + k * n * cols, w + (k * H + part.u0) * cols, n * cols * sizeof(float));
-  cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kTrans, B, K * n, cols, 1.0f, rows, cols,
-                   packed);
+  gemm.pack_transposed(rows, packed);
 }
 
 // The loops' scratch (packed weights, gathered rows, a step's input
@@ -158,7 +158,7 @@ std::string why_no_loop(const LayerShape& s) {
 #else
   if (s.dtype != at::kFloat) return "float32 only";
   if (s.projection) return "no projection (proj_size)";
-  if (!mkl::packing_available()) return "torch carries no MKL packed GEMM";
+  if (thread_gemm_backend() == GemmBackend::kNone) return "no single-thread GEMM (brgemm or MKL) here";
   if (at::in_parallel_region()) return "called from inside a parallel region";
   if (!mkl::fits_int(s.B) || !mkl::fits_int(gate_count(s.kind) * s.H) || !mkl::fits_int(s.P) ||
       !mkl::fits_int(s.I))
@@ -183,13 +183,15 @@ void forward_loop(ForwardJob& job, bool projects_input) {
   const LayerShape& n = job.shape;
   const int64_t T = n.T, B = n.B, H = n.H, P = n.P, I = n.I, K = gate_count(n.kind), G = K * H;
   std::vector<Part> parts = split_units(H, B * G * (P + (projects_input ? I : 0)));
+  std::vector<PartGemms> gemms;
   int64_t packed_total = 0;
   for (Part& part : parts) {
     const int64_t kn = K * (part.u1 - part.u0);
+    gemms.push_back({ThreadGemm(B, kn, P), ThreadGemm(B, kn, projects_input ? I : 1)});
     part.packed_hh = packed_total;
-    packed_total += packed_floats(B, kn, P);
+    packed_total += gemms.back().hidden.packed_floats();
     part.packed_ih = packed_total;
-    if (projects_input) packed_total += packed_floats(B, kn, I);
+    if (projects_input) packed_total += gemms.back().input.packed_floats();
   }
   const int64_t n_parts = static_cast<int64_t>(parts.size());
 
@@ -223,8 +225,9 @@ void forward_loop(ForwardJob& job, bool projects_input) {
     for (int64_t p = p0; p < p1; ++p) {
       const Part& part = parts[p];
       float* rows = gathered + K * part.u0 * row_floats;
-      pack_part_rows(w_hh, K, H, P, B, part, rows, packed_all + part.packed_hh);
-      if (projects_input) pack_part_rows(w_ih, K, H, I, B, part, rows, packed_all + part.packed_ih);
+      pack_part_rows(gemms[p].hidden, w_hh, K, H, P, part, rows, packed_all + part.packed_hh);
+      if (projects_input)
+        pack_part_rows(gemms[p].input, w_ih, K, H, I, part, rows, packed_all + part.packed_ih);
     }
     // The input projections of one step for this thread's parts; they depend
     // on no state, so the thread computes the next step's before the barrier.
@@ -233,9 +236,8 @@ void forward_loop(ForwardJob& job, bool projects_input) {
       for (int64_t p = p0; p < p1; ++p) {
         const Part& part = parts[p];
         const int64_t kn = K * (part.u1 - part.u0);
-        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, kn, I, x_t, I,
-                            packed_all + part.packed_ih, kn, 0.0f,
-                            gx_step + B * K * part.u0, kn);
+        gemms[p].input.run(x_t, I, packed_all + part.packed_ih, gx_step + B * K * part.u0, kn,
+                           false);
       }
     };
     if (projects_input) project_input(0);
@@ -251,9 +253,8 @@ void forward_loop(ForwardJob& job, bool projects_input) {
         const Part& part = parts[p];
         const int64_t un = part.u1 - part.u0;
         float* gh = gh_all + B * K * part.u0;
-        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, K * un, P,
-                            static_cast<const float*>(h_cur), P, packed_all + part.packed_hh,
-                            K * un, 0.0f, gh, K * un);
+        gemms[p].hidden.run(static_cast<const float*>(h_cur), P, packed_all + part.packed_hh, gh,
+                            K * un, false);
         const GateRows<const float> gx =
             projects_input ? GateRows<const float>{gx_step + B * K * part.u0, K * un, un, 0}
                            : GateRows<const float>{gx_all + part.u0, G, H, B};
@@ -277,10 +278,12 @@ void backward_loop(BackwardJob& job) {
   // A thread's units of dh_prev need every gate of the step's gradient
   // (dg W_hh): it owns columns [u0, u1) of W_hh, packed as they stand.
   std::vector<Part> parts = split_units(H, B * G * P);
+  std::vector<ThreadGemm> gemms;
   int64_t packed_total = 0;
   for (Part& part : parts) {
+    gemms.emplace_back(B, part.u1 - part.u0, G);
     part.packed_hh = packed_total;
-    packed_total += packed_floats(B, part.u1 - part.u0, G);
+    packed_total += gemms.back().packed_floats();
   }
   const int64_t n_parts = static_cast<int64_t>(parts.size());
   at::Tensor oversized;
@@ -304,8 +307,7 @@ void backward_loop(BackwardJob& job) {
   run_parts(n_parts, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const Part& part = parts[p];
-      cblas_sgemm_pack(mkl::kRowMajor, mkl::kBMatrix, mkl::kNoTrans, B, part.u1 - part.u0, G,
-                       1.0f, w_hh + part.u0, P, packed_all + part.packed_hh);
+      gemms[p].pack_plain(w_hh + part.u0, P, packed_all + part.packed_hh);
     }
     BackwardStep step = pointers;
     void* dh_cur = job.dh.data_ptr();
@@ -322,11 +324,8 @@ void backward_loop(BackwardJob& job) {
       // the next step's cell reads only those.
       for (int64_t p = p0; p < p1; ++p) {
         const Part& part = parts[p];
-        const int64_t un = part.u1 - part.u0;
-        cblas_sgemm_compute(mkl::kRowMajor, mkl::kNoTrans, mkl::kPacked, B, un, G,
-                            static_cast<const float*>(step.dg_step), G,
-                            packed_all + part.packed_hh, un, 1.0f,
-                            static_cast<float*>(dh_next) + part.u0, P);
+        gemms[p].run(static_cast<const float*>(step.dg_step), G, packed_all + part.packed_hh,
+                     static_cast<float*>(dh_next) + part.u0, P, true);
       }
       std::swap(dh_cur, dh_next);
     }
