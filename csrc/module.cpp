@@ -72,6 +72,13 @@ PyObject* record(PyObject*, PyObject* args) {
 
 PyObject* take_record(PyObject*, PyObject*) { return string_list(take_recorded()); }
 
+PyObject* measured(PyObject*, PyObject*) { return string_list(measurements()); }
+
+PyObject* forget(PyObject*, PyObject*) {
+  forget_measurements();
+  Py_RETURN_NONE;
+}
+
 PyObject* saved_width_of(PyObject*, PyObject* args) {
   const char* mode;
   long long hidden, proj;
@@ -99,6 +106,8 @@ PyMethodDef methods[] = {
     {"_forced_strategy", forced, METH_NOARGS, "The strategy forced from Python, or None."},
     {"_record_strategies", record, METH_VARARGS, "Turns recording of the strategies that run on or off."},
     {"_take_recorded", take_record, METH_NOARGS, "The names recorded since the last call, cleared."},
+    {"_measurements", measured, METH_NOARGS, "What the planner timed: one line per shape (times and choice)."},
+    {"_forget_measurements", forget, METH_NOARGS, "Forgets what the planner timed."},
     {"saved_width", saved_width_of, METH_VARARGS, "Values kept per row and step for backward: (mode, hidden, width of h)."},
     {"gate_count", gates_of, METH_VARARGS, "Gate rows per hidden unit of a mode."},
     {"_lstm_avx512_max_error", lstm_avx512_error, METH_VARARGS,

@@ -3,6 +3,11 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
 #include "cell_units.h"
 #include "checks.h"
 #include "strategy.h"
@@ -81,6 +86,87 @@ Tensor previous_hidden(const Tensor& h_seq, const Tensor& h0, const Tensor& leng
 
 // ---- forward ---------------------------------------------------------------
 
+namespace {
+
+// Times one pass of a strategy on made-up inputs (the planner's Trial).
+double time_trial(const Strategy& strategy, const LayerShape& shape, Pass pass);
+
+struct ForwardInputs {
+  Tensor x, h0;
+  OptTensor c0;
+  Tensor w_ih, w_hh;
+  OptTensor b_ih, b_hh, w_hr, lengths;
+};
+
+// One forward pass of a layer by the given strategy: outputs allocated, the
+// input GEMM where the strategy wants it, then its time loop.
+ForwardJob forward_with(const Strategy* strategy, const LayerShape& shape, const ForwardInputs& in) {
+  const at::TensorOptions opts = in.x.options();
+  const int64_t T = shape.T, B = shape.B, H = shape.H, P = shape.P;
+  const int64_t W = shape.training ? saved_width(shape.kind, H, P) : 0;
+  ForwardJob job;
+  job.shape = shape;
+  job.y = sequence_buffer({T, B, P}, opts, shape.lengths);
+  job.saved = sequence_buffer({shape.training ? T : 0, B, W}, opts, shape.lengths);
+  job.h = in.h0.contiguous().clone();
+  job.c = shape.kind == CellKind::LSTM ? in.c0->contiguous().clone() : nothing(opts);
+  if (strategy == nullptr) return job;  // nothing to run: zero steps, rows or units
+
+  const InputGemm input = strategy->input_gemm(shape);
+  job.x = in.x.contiguous();
+  job.w_ih = in.w_ih.contiguous();
+  job.w_hh = in.w_hh.contiguous();
+  job.w_hr = contiguous_or_undefined(in.w_hr);
+  job.lengths = contiguous_or_undefined(in.lengths);
+  job.b_ih = contiguous_or_undefined(in.b_ih);
+  job.b_hh = contiguous_or_undefined(in.b_hh);
+  job.bias = cell_bias(shape.kind, H, in.b_ih, in.b_hh, input == InputGemm::kWithBias, opts);
+  if (input != InputGemm::kNone) {
+    job.gx = input_projection(job.x, job.w_ih, input == InputGemm::kWithBias ? in.b_ih : std::nullopt);
+  }
+  strategy->forward(job);
+  return job;
+}
+
+// Made-up inputs of a layer of the given shape, for timing a strategy.
+ForwardInputs trial_inputs(const LayerShape& s) {
+  const at::TensorOptions opts = at::TensorOptions().dtype(s.dtype).device(s.device);
+  const int64_t G = gate_count(s.kind) * s.H;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(s.H, 1)));
+  auto weight = [&](at::IntArrayRef size) { return at::rand(size, opts).mul_(2 * scale).sub_(scale); };
+  ForwardInputs in;
+  in.x = at::randn({s.T, s.B, s.I}, opts);
+  in.h0 = at::zeros({s.B, s.P}, opts);
+  if (s.kind == CellKind::LSTM) in.c0 = at::zeros({s.B, s.H}, opts);
+  in.w_ih = weight({G, s.I});
+  in.w_hh = weight({G, s.P});
+  in.b_ih = weight({G});
+  in.b_hh = weight({G});
+  if (s.projection) in.w_hr = weight({s.P, s.H});
+  if (s.lengths) {
+    // Every length from T down to 1 (sorted, as pack_padded_sequence leaves them).
+    Tensor lengths = at::arange(s.B, at::TensorOptions().dtype(at::kLong)).remainder_(s.T).neg_().add_(s.T);
+    in.lengths = lengths.to(s.device);
+  }
+  return in;
+}
+
+// The best of three timed runs after one untimed one (JIT compilation, first
+// touch of fresh memory), in seconds.
+template <class Fn>
+double best_of_runs(const Fn& run) {
+  run();
+  double best = std::numeric_limits<double>::infinity();
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+}  // namespace
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
     const Tensor& x, const Tensor& h0, const OptTensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
@@ -88,36 +174,71 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   const CellKind kind = parse_mode(mode);
   const LayerSizes n = check_layer_args(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths);
   const c10::DeviceGuard guard(x.device());
-  const at::TensorOptions opts = x.options();
-  const bool has_lengths = lengths.has_value();
   const LayerShape shape{kind, x.scalar_type(), x.device().type(), n.T, n.B, n.I, n.H, n.P,
-                         reverse, has_lengths, w_hr.has_value(), training};
-  const int64_t W = training ? saved_width(kind, n.H, n.P) : 0;
-
-  ForwardJob job;
-  job.shape = shape;
-  job.y = sequence_buffer({n.T, n.B, n.P}, opts, has_lengths);
-  job.saved = sequence_buffer({training ? n.T : 0, n.B, W}, opts, has_lengths);
-  job.h = h0.contiguous().clone();
-  job.c = kind == CellKind::LSTM ? c0->contiguous().clone() : nothing(opts);
-  if (n.T == 0 || n.B == 0 || n.G == 0) return {job.y, job.h, job.c, job.saved};
-
-  const Strategy& strategy = plan(shape, Pass::Forward);
-  const InputGemm input = strategy.input_gemm(shape);
-  job.x = x.contiguous();
-  job.w_ih = w_ih.contiguous();
-  job.w_hh = w_hh.contiguous();
-  job.w_hr = contiguous_or_undefined(w_hr);
-  job.lengths = contiguous_or_undefined(lengths);
-  job.bias = cell_bias(kind, n.H, b_ih, b_hh, input == InputGemm::kWithBias, opts);
-  if (input != InputGemm::kNone) {
-    job.gx = input_projection(job.x, job.w_ih, input == InputGemm::kWithBias ? b_ih : std::nullopt);
-  }
-  strategy.forward(job);
+                         reverse, lengths.has_value(), w_hr.has_value(), training};
+  const ForwardInputs in{x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths};
+  const Strategy* strategy = n.T * n.B * n.H > 0 ? &plan(shape, Pass::Forward, time_trial) : nullptr;
+  const ForwardJob job = forward_with(strategy, shape, in);
   return {job.y, job.h, job.c, job.saved};
 }
 
 // ---- backward --------------------------------------------------------------
+
+namespace {
+
+struct BackwardInputs {
+  OptTensor grad_y, grad_hn, grad_cn;
+  Tensor x, h0;
+  OptTensor c0;
+  Tensor w_hh;
+  OptTensor w_hr, lengths;
+  Tensor saved;
+};
+
+// The time loop of a backward pass by the given strategy: the gate
+// gradients, dh0 and dc0 (and with a projection what dW_hr needs).
+BackwardJob backward_with(const Strategy* strategy, const LayerShape& shape, const BackwardInputs& in) {
+  const at::TensorOptions opts = in.x.options();
+  const int64_t T = shape.T, B = shape.B, H = shape.H, P = shape.P, G = gate_count(shape.kind) * H;
+  BackwardJob job;
+  job.shape = shape;
+  job.dh = in.grad_hn.has_value() ? in.grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
+  job.dc = shape.kind != CellKind::LSTM ? nothing(opts)
+           : in.grad_cn.has_value()     ? in.grad_cn->contiguous().clone()
+                                        : at::zeros({B, H}, opts);
+  job.dgx = sequence_buffer({T, B, G}, opts, shape.lengths);
+  job.dgh = shape.kind == CellKind::GRU ? sequence_buffer({T, B, G}, opts, shape.lengths) : job.dgx;
+  if (shape.projection) {
+    job.dhp_seq = sequence_buffer({T, B, P}, opts, shape.lengths);
+    job.r_seq = sequence_buffer({T, B, H}, opts, shape.lengths);
+  }
+  job.x = in.x.contiguous();
+  job.h0 = in.h0.contiguous();
+  job.saved = in.saved.contiguous();
+  if (strategy == nullptr) return job;  // nothing to run: zero steps, rows or units
+  job.c0 = contiguous_or_undefined(in.c0);
+  job.w_hh = in.w_hh.contiguous();
+  job.w_hr = contiguous_or_undefined(in.w_hr);
+  job.lengths = contiguous_or_undefined(in.lengths);
+  job.dy = contiguous_or_undefined(in.grad_y);
+  strategy->backward(job);
+  return job;
+}
+
+double time_trial(const Strategy& strategy, const LayerShape& shape, Pass pass) {
+  const ForwardInputs in = trial_inputs(shape);
+  if (pass == Pass::Forward) return best_of_runs([&] { forward_with(&strategy, shape, in); });
+  // What backward reads comes from a training forward by the first strategy
+  // that runs it (not timed).
+  LayerShape training = shape;
+  training.training = true;
+  const ForwardJob out = forward_with(&plan_by_rules(training, Pass::Forward), training, in);
+  const BackwardInputs back{at::randn_like(out.y), std::nullopt, std::nullopt, in.x, in.h0, in.c0,
+                            in.w_hh, in.w_hr, in.lengths, out.saved};
+  return best_of_runs([&] { backward_with(&strategy, shape, back); });
+}
+
+}  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer_backward(
     const OptTensor& grad_y, const OptTensor& grad_hn, const OptTensor& grad_cn, const Tensor& x,
@@ -139,36 +260,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
 
   const c10::DeviceGuard guard(x.device());
   const at::TensorOptions opts = x.options();
-  const bool has_lengths = lengths.has_value();
   const bool project = w_hr.has_value();
-
-  BackwardJob job;
-  job.shape = {kind, x.scalar_type(), x.device().type(), T, B, I, H, P, reverse, has_lengths,
-               project, true};
-  job.dh = grad_hn.has_value() ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
-  job.dc = kind != CellKind::LSTM ? nothing(opts)
-           : grad_cn.has_value()  ? grad_cn->contiguous().clone()
-                                  : at::zeros({B, H}, opts);
-  job.dgx = sequence_buffer({T, B, G}, opts, has_lengths);
-  job.dgh = kind == CellKind::GRU ? sequence_buffer({T, B, G}, opts, has_lengths) : job.dgx;
-  if (project) {
-    job.dhp_seq = sequence_buffer({T, B, P}, opts, has_lengths);
-    job.r_seq = sequence_buffer({T, B, H}, opts, has_lengths);
-  }
-  const Tensor x_c = x.contiguous();
-  const Tensor h0_c = h0.contiguous();
-  const Tensor saved_c = saved.contiguous();
-  if (T * B * G > 0) {
-    job.x = x_c;
-    job.h0 = h0_c;
-    job.c0 = contiguous_or_undefined(c0);
-    job.w_hh = w_hh.contiguous();
-    job.w_hr = contiguous_or_undefined(w_hr);
-    job.lengths = contiguous_or_undefined(lengths);
-    job.saved = saved_c;
-    job.dy = contiguous_or_undefined(grad_y);
-    plan(job.shape, Pass::Backward).backward(job);
-  }
+  const LayerShape shape{kind, x.scalar_type(), x.device().type(), T, B, I, H, P, reverse,
+                         lengths.has_value(), project, true};
+  const BackwardInputs in{grad_y, grad_hn, grad_cn, x, h0, c0, w_hh, w_hr, lengths, saved};
+  const Strategy* strategy = T * B * G > 0 ? &plan(shape, Pass::Backward, time_trial) : nullptr;
+  const BackwardJob job = backward_with(strategy, shape, in);
 
   // Everything else is one large GEMM or reduction over all T*B rows, each
   // only where its gradient is wanted.
@@ -179,21 +276,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   const Tensor dgx_rows = job.dgx.view({T * B, G});
   const Tensor dgh_rows = job.dgh.view({T * B, G});
   Tensor dx = need_dx ? at::mm(dgx_rows, w_ih.contiguous()).view({T, B, I}) : nothing(opts);
-  Tensor dw_ih = need_dw_ih ? at::mm(dgx_rows.t(), x_c.view({T * B, I})) : nothing(opts);
+  Tensor dw_ih = need_dw_ih ? at::mm(dgx_rows.t(), job.x.view({T * B, I})) : nothing(opts);
   Tensor dw_hh = nothing(opts);
   if (need_dw_hh) {
-    const Tensor h_seq = saved_c.numel() ? saved_c.narrow(2, saved_h_offset(kind, H), P)
-                                         : at::zeros({T, B, P}, opts);
+    const Tensor h_seq = job.saved.numel() ? job.saved.narrow(2, saved_h_offset(kind, H), P)
+                                           : at::zeros({T, B, P}, opts);
     dw_hh = T == 0 ? at::zeros({G, P}, opts)
-                   : at::mm(dgh_rows.t(), previous_hidden(h_seq, h0_c, job.lengths, reverse)
+                   : at::mm(dgh_rows.t(), previous_hidden(h_seq, job.h0, contiguous_or_undefined(lengths),
+                                                          reverse)
                                               .reshape({T * B, P}));
   }
   Tensor db_ih = need_db_ih ? dgx_rows.sum(0) : nothing(opts);
   // LSTM and RNN share one gate gradient between the two sides: one reduction.
-  Tensor db_hh = !need_db_hh                          ? nothing(opts)
-                 : kind == CellKind::GRU              ? dgh_rows.sum(0)
-                 : need_db_ih                         ? db_ih.clone()
-                                                      : dgx_rows.sum(0);
+  Tensor db_hh = !need_db_hh             ? nothing(opts)
+                 : kind == CellKind::GRU ? dgh_rows.sum(0)
+                 : need_db_ih            ? db_ih.clone()
+                                         : dgx_rows.sum(0);
   Tensor dw_hr = project && need_dw_hr
                      ? at::mm(job.dhp_seq.view({T * B, P}).t(), job.r_seq.view({T * B, H}))
                      : nothing(opts);

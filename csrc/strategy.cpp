@@ -2,26 +2,37 @@
 
 #include <c10/util/Exception.h>
 
+#include <ATen/Parallel.h>
+
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <limits>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 namespace rnnkit {
 namespace {
 
 constexpr size_t kDeviceTypes = static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES);
 
-std::array<Strategies, kDeviceTypes>& registry() {
-  static std::array<Strategies, kDeviceTypes> strategies;
+struct DeviceStrategies {
+  Strategies list;
+  bool measure = false;
+};
+
+std::array<DeviceStrategies, kDeviceTypes>& registry() {
+  static std::array<DeviceStrategies, kDeviceTypes> strategies;
   return strategies;
 }
 
-const Strategies& strategies_of(c10::DeviceType device) {
-  const Strategies& list = registry()[static_cast<size_t>(device)];
-  TORCH_CHECK_NOT_IMPLEMENTED(!list.empty(), "rnnkit: no kernels for device type ", device,
+const DeviceStrategies& strategies_of(c10::DeviceType device) {
+  const DeviceStrategies& d = registry()[static_cast<size_t>(device)];
+  TORCH_CHECK_NOT_IMPLEMENTED(!d.list.empty(), "rnnkit: no kernels for device type ", device,
                               " (was rnnkit built with CUDA?)");
-  return list;
+  return d;
 }
 
 std::mutex& state_mutex() {
@@ -43,6 +54,16 @@ std::vector<std::string>& recorded() {
 
 const char* pass_name(Pass pass) { return pass == Pass::Forward ? "forward" : "backward"; }
 
+const char* kind_name(CellKind kind) {
+  switch (kind) {
+    case CellKind::LSTM: return "LSTM";
+    case CellKind::GRU: return "GRU";
+    case CellKind::RNN_TANH: return "RNN_TANH";
+    case CellKind::RNN_RELU: return "RNN_RELU";
+  }
+  return "?";
+}
+
 std::string names_of(const Strategies& list) {
   std::string out;
   for (const auto& s : list) out += (out.empty() ? "" : ", ") + std::string(s->name());
@@ -63,8 +84,76 @@ const Strategy& forced(const Strategies& list, const std::string& name, const ch
                     ") for device type ", shape.device, "; this device has: ", names_of(list));
 }
 
-const Strategy& choose(const LayerShape& shape, Pass pass) {
-  const Strategies& list = strategies_of(shape.device);
+// ---- measuring --------------------------------------------------------------
+
+// Trials run on at most this many steps: enough to weigh a strategy's cost
+// per call (packing, starting threads) against its cost per step.
+constexpr int64_t kTrialSteps = 16;
+// Made-up inputs of a trial stay below this many values each (weights,
+// sequences): larger shapes keep the strategies' own rules.
+constexpr int64_t kTrialValues = int64_t(16) << 20;
+
+bool measuring_wanted() {
+  const char* env = std::getenv("RNNKIT_AUTOTUNE");
+  return !(env && std::string(env) == "0");
+}
+
+bool worth_a_trial(const LayerShape& s) {
+  const int64_t G = gate_count(s.kind) * s.H;
+  const int64_t steps = std::min(s.T, kTrialSteps);
+  return G * (s.I + s.P) <= kTrialValues && steps * s.B * std::max(G, s.I) <= kTrialValues;
+}
+
+// What a choice depends on: the shape as a trial sees it, the pass, threads.
+std::string measurement_key(const LayerShape& s, Pass pass) {
+  std::ostringstream key;
+  key << s.device << " " << c10::toString(s.dtype) << " " << kind_name(s.kind) << " "
+      << pass_name(pass) << " T=" << std::min(s.T, kTrialSteps) << " B=" << s.B << " I=" << s.I
+      << " H=" << s.H << " P=" << s.P << (s.reverse ? " reverse" : "") << (s.lengths ? " lengths" : "")
+      << (s.training ? " training" : "") << " threads=" << at::get_num_threads();
+  return key.str();
+}
+
+struct Measured {
+  const Strategy* choice;
+  std::string line;  // the times, for measurements()
+};
+
+std::map<std::string, Measured>& measured_shapes() {
+  static std::map<std::string, Measured> shapes;
+  return shapes;
+}
+
+// The fastest of the candidates on a trial of the shape. A candidate whose
+// trial fails is left out; the first candidate stands if all fail.
+Measured measure(const std::vector<const Strategy*>& candidates, const LayerShape& shape,
+                 Pass pass, const Trial& trial) {
+  LayerShape trial_shape = shape;
+  trial_shape.T = std::min(shape.T, kTrialSteps);
+  Measured best{candidates.front(), {}};
+  double best_seconds = std::numeric_limits<double>::infinity();
+  std::ostringstream line;
+  for (const Strategy* s : candidates) {
+    double seconds;
+    try {
+      seconds = trial(*s, trial_shape, pass);
+    } catch (const std::exception&) {
+      line << " " << s->name() << "=failed";
+      continue;
+    }
+    line << " " << s->name() << "=" << seconds * 1e6 << "us";
+    if (seconds < best_seconds) {
+      best_seconds = seconds;
+      best.choice = s;
+    }
+  }
+  best.line = line.str() + " -> " + best.choice->name();
+  return best;
+}
+
+const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
+  const DeviceStrategies& device = strategies_of(shape.device);
+  const Strategies& list = device.list;
   std::optional<std::string> by_python;
   {
     std::lock_guard<std::mutex> lock(state_mutex());
@@ -73,21 +162,40 @@ const Strategy& choose(const LayerShape& shape, Pass pass) {
   if (by_python) return forced(list, *by_python, "rnnkit.strategy()", shape, pass);
   const char* env = std::getenv("RNNKIT_STRATEGY");
   if (env && *env) return forced(list, env, "RNNKIT_STRATEGY", shape, pass);
+
+  const Strategy* by_rules = nullptr;
+  std::vector<const Strategy*> candidates;
   for (const auto& s : list) {
-    if (s->fit(shape, pass).kind == Fit::kRuns) return *s;
+    const Fit fit = s->fit(shape, pass);
+    if (fit.kind == Fit::kRuns && !by_rules) by_rules = s.get();
+    if (fit.kind != Fit::kCannot && s->measured()) candidates.push_back(s.get());
   }
-  TORCH_CHECK(false, "rnnkit: no strategy runs this layer on ", shape.device,
+  TORCH_CHECK(by_rules, "rnnkit: no strategy runs this layer on ", shape.device,
               " (the last registered one must run everything)");
+  if (!device.measure || candidates.size() < 2 || !measuring_wanted() || !worth_a_trial(shape))
+    return *by_rules;
+
+  const std::string key = measurement_key(shape, pass);
+  {
+    std::lock_guard<std::mutex> lock(state_mutex());
+    auto found = measured_shapes().find(key);
+    if (found != measured_shapes().end()) return *found->second.choice;
+  }
+  // Measured outside the lock: trials run layers, and another thread may
+  // plan meanwhile (at worst it measures the same shape too).
+  Measured result = measure(candidates, shape, pass, trial);
+  std::lock_guard<std::mutex> lock(state_mutex());
+  return *measured_shapes().emplace(key, std::move(result)).first->second.choice;
 }
 
 }  // namespace
 
-void register_strategies(c10::DeviceType device, Strategies strategies) {
-  registry()[static_cast<size_t>(device)] = std::move(strategies);
+void register_strategies(c10::DeviceType device, Strategies strategies, bool measure) {
+  registry()[static_cast<size_t>(device)] = {std::move(strategies), measure};
 }
 
-const Strategy& plan(const LayerShape& shape, Pass pass) {
-  const Strategy& chosen = choose(shape, pass);
+const Strategy& plan(const LayerShape& shape, Pass pass, const Trial& trial) {
+  const Strategy& chosen = choose(shape, pass, trial);
   if (recording.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(state_mutex());
     recorded().push_back(chosen.name());
@@ -95,9 +203,16 @@ const Strategy& plan(const LayerShape& shape, Pass pass) {
   return chosen;
 }
 
+const Strategy& plan_by_rules(const LayerShape& shape, Pass pass) {
+  for (const auto& s : strategies_of(shape.device).list) {
+    if (s->fit(shape, pass).kind == Fit::kRuns) return *s;
+  }
+  TORCH_CHECK(false, "rnnkit: no strategy runs this layer on ", shape.device);
+}
+
 std::vector<std::string> strategy_names(c10::DeviceType device) {
   std::vector<std::string> names;
-  for (const auto& s : registry()[static_cast<size_t>(device)]) names.push_back(s->name());
+  for (const auto& s : registry()[static_cast<size_t>(device)].list) names.push_back(s->name());
   return names;
 }
 
@@ -118,6 +233,22 @@ std::vector<std::string> take_recorded() {
   std::vector<std::string> out;
   out.swap(recorded());
   return out;
+}
+
+}  // namespace rnnkit
+
+namespace rnnkit {
+
+std::vector<std::string> measurements() {
+  std::lock_guard<std::mutex> lock(state_mutex());
+  std::vector<std::string> lines;
+  for (const auto& [key, m] : measured_shapes()) lines.push_back(key + ":" + m.line);
+  return lines;
+}
+
+void forget_measurements() {
+  std::lock_guard<std::mutex> lock(state_mutex());
+  measured_shapes().clear();
 }
 
 }  // namespace rnnkit

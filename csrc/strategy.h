@@ -1,14 +1,20 @@
 // The planner: how one pass of one layer runs on its device. Each device
 // registers an ordered list of named strategies (best first, a strategy that
 // runs everything last); for every op call the planner picks one, once:
-// the forced one (RNNKIT_STRATEGY, or rnnkit.strategy() in Python) if it can
-// run the layer, else the first that can and that its own rules pick for the
-// shape. Which one ran can be recorded (the benchmark reports it).
+//   1. the forced one (rnnkit.strategy() in Python, else RNNKIT_STRATEGY),
+//      if it can run the layer;
+//   2. on a device that measures (the CPU), the fastest of the strategies
+//      that can run the layer, timed on this machine the first time the
+//      process meets the shape (a short made-up sequence of it) and
+//      remembered for the process (RNNKIT_AUTOTUNE=0 turns this off);
+//   3. else the first whose own rules take the shape.
+// Which one ran can be recorded (the benchmark reports it).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +61,7 @@ enum class InputGemm {
 struct ForwardJob {
   LayerShape shape;
   at::Tensor x, w_ih, w_hh, w_hr, lengths;
+  at::Tensor b_ih, b_hh;  // as given (undefined without biases)
   at::Tensor bias;  // the cell's bias (cell_units.h), laid out for input_gemm()
   at::Tensor gx;    // (T,B,G) where input_gemm() asked for it
   at::Tensor y, h, c, saved;
@@ -76,6 +83,8 @@ class Strategy {
   virtual ~Strategy() = default;
   virtual const char* name() const = 0;
   virtual Fit fit(const LayerShape& shape, Pass pass) const = 0;
+  // Whether the planner may time it against the others (not a test witness).
+  virtual bool measured() const { return true; }
   virtual InputGemm input_gemm(const LayerShape& shape) const = 0;
   virtual void forward(ForwardJob& job) const = 0;
   virtual void backward(BackwardJob& job) const = 0;
@@ -83,12 +92,25 @@ class Strategy {
 
 using Strategies = std::vector<std::unique_ptr<Strategy>>;
 
-// A device's strategies, best first; called once per device when the
-// library loads.
-void register_strategies(c10::DeviceType device, Strategies strategies);
+// A device's strategies, best first, and whether the planner measures them
+// on this machine; called once per device when the library loads.
+void register_strategies(c10::DeviceType device, Strategies strategies, bool measure);
+
+// Times one pass of a strategy on a made-up layer of the given shape, in
+// seconds (the driver knows how to set a pass up: sequence.cpp).
+using Trial = std::function<double(const Strategy&, const LayerShape&, Pass)>;
 
 // The strategy for this pass of this layer (recorded when recording is on).
-const Strategy& plan(const LayerShape& shape, Pass pass);
+const Strategy& plan(const LayerShape& shape, Pass pass, const Trial& trial);
+
+// The first strategy whose rules take the layer: no forcing, no measuring,
+// not recorded (what a trial of a backward pass runs its forward with).
+const Strategy& plan_by_rules(const LayerShape& shape, Pass pass);
+
+// What the planner measured: one line per shape it timed, the times and the
+// choice (a test and report hook), and forgetting it.
+std::vector<std::string> measurements();
+void forget_measurements();
 
 // The names of a device's strategies, in order.
 std::vector<std::string> strategy_names(c10::DeviceType device);

@@ -46,10 +46,25 @@ def torch_reference(ref, x, h0, c0, lengths, reverse):
     return torch.stack(ys, 1), torch.stack(hs), (torch.stack(cs) if c0 is not None else None)
 
 
+def refusal(strategy, mode, reverse, lengths, training):
+    """What a strategy must say when forced on a case it cannot run, or None
+    where it must run it."""
+    if strategy == "torch_native":
+        if mode != "LSTM":
+            return "only torch.nn's LSTM"
+        if training:
+            return "inference only"
+        if lengths:
+            return "per-sequence lengths"
+    if strategy == "fused_loop_projecting" and reverse and lengths:
+        return "reverse with per-sequence lengths"
+    return None
+
+
 def run_case(strategy, mode, *, T, B, I, H, proj=0, reverse=False, lengths=None, bias=True,
-             dtype=torch.float32):
-    """Outputs and gradients of one layer through rnnkit (strategy forced)
-    and through torch.nn, with the same weights and inputs."""
+             dtype=torch.float32, training=True):
+    """Outputs (and, training, gradients) of one layer through rnnkit
+    (strategy forced) and through torch.nn, with the same weights and inputs."""
     ref = torch_layer(mode, I, H, bias=bias, proj_size=proj, dtype=dtype)
     P = proj or H
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
@@ -59,16 +74,20 @@ def run_case(strategy, mode, *, T, B, I, H, proj=0, reverse=False, lengths=None,
     inputs = [x, h0] + ([c0] if c0 is not None else []) + params
     lengths_t = None if lengths is None else torch.tensor(lengths)
 
-    with rnnkit.strategy(strategy), rnnkit.record_strategies() as ran:
+    with rnnkit.strategy(strategy), rnnkit.record_strategies() as ran, \
+            torch.set_grad_enabled(training):
         y, hn, cn = ops.rnn_layer(x, h0, c0, *layer_weights(ref), lengths_t, mode, reverse)
-        outputs = [y, hn] + ([cn] if cn is not None else [])
-        grads_out = [torch.randn_like(o) for o in outputs]
-        got = outputs + list(torch.autograd.grad(outputs, inputs, grads_out))
-    assert ran == [strategy, strategy], f"forced {strategy}, ran {ran}"
+        got = [y, hn] + ([cn] if cn is not None else [])
+        if training:
+            grads_out = [torch.randn_like(o) for o in got]
+            got += list(torch.autograd.grad(got, inputs, grads_out))
+    assert ran == [strategy] * (2 if training else 1), f"forced {strategy}, ran {ran}"
 
-    y_r, hn_r, cn_r = torch_reference(ref, x, h0, c0, lengths_t, reverse)
-    want_out = [y_r, hn_r] + ([cn_r] if cn_r is not None else [])
-    want = want_out + list(torch.autograd.grad(want_out, inputs, grads_out))
+    with torch.set_grad_enabled(training):
+        y_r, hn_r, cn_r = torch_reference(ref, x, h0, c0, lengths_t, reverse)
+        want = [y_r, hn_r] + ([cn_r] if cn_r is not None else [])
+        if training:
+            want += list(torch.autograd.grad(want, inputs, grads_out))
     return got, want
 
 
@@ -78,18 +97,18 @@ def assert_all_close(got, want, dtype, what):
         assert_close(g, w, dtype, f"{what}: tensor {i}")
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_every_strategy_matches_torch(strategy, mode, reverse, lengths):
-    try:
-        got, want = run_case(strategy, mode, reverse=reverse, lengths=lengths, **SIZES)
-    except ValueError as e:
-        # Only the projecting loop refuses any of these, and it says why.
-        assert strategy == "fused_loop_projecting" and reverse and lengths, str(e)
-        assert "reverse with per-sequence lengths" in str(e)
+def test_every_strategy_matches_torch(strategy, mode, reverse, lengths, training):
+    why_not = refusal(strategy, mode, reverse, lengths, training)
+    if why_not:
+        with pytest.raises(ValueError, match=why_not):
+            run_case(strategy, mode, reverse=reverse, lengths=lengths, training=training, **SIZES)
         return
+    got, want = run_case(strategy, mode, reverse=reverse, lengths=lengths, training=training, **SIZES)
     assert_all_close(got, want, torch.float32, f"{strategy} {mode}")
 
 
@@ -100,6 +119,13 @@ def test_projection_matches_torch(strategy, reverse, lengths):
     got, want = run_case(strategy, "LSTM", T=3, B=3, I=4, H=17, proj=5, reverse=reverse,
                          lengths=lengths, dtype=torch.float64)
     assert_all_close(got, want, torch.float64, f"{strategy} projected LSTM")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_torch_native_projection_inference(reverse):
+    got, want = run_case("torch_native", "LSTM", T=3, B=3, I=4, H=17, proj=5, reverse=reverse,
+                         dtype=torch.float64, training=False)
+    assert_all_close(got, want, torch.float64, "torch_native projected LSTM")
 
 
 @pytest.mark.parametrize("strategy", ["step_loop", "cuda_step_emulated"])
@@ -183,7 +209,66 @@ def test_planner_defaults():
     x = torch.randn(4, 2, 3, requires_grad=True)
     with rnnkit.record_strategies() as ran:
         gru(x)[0].sum().backward()
-    assert len(ran) == 8 and all(r.startswith("fused_loop") for r in ran), ran
+    assert len(ran) == 8 and set(ran) <= set(STRATEGIES) - {"cuda_step_emulated"}, ran
+
+
+# ---- the planner's measurements --------------------------------------------------
+
+@pytest.fixture
+def fresh_measurements(monkeypatch):
+    monkeypatch.delenv("RNNKIT_AUTOTUNE", raising=False)
+    monkeypatch.delenv("RNNKIT_STRATEGY", raising=False)
+    rnnkit._C._forget_measurements()
+    yield
+    rnnkit._C._forget_measurements()
+
+
+def measured_times(line):
+    """{strategy: seconds} and the choice of one line of _measurements()."""
+    times, choice = line.split(":", 1)[1].split(" -> ")
+    parsed = {}
+    for item in times.split():
+        name, value = item.split("=")
+        parsed[name] = float(value[:-2]) * 1e-6 if value.endswith("us") else None
+    return parsed, choice
+
+
+def test_the_planner_measures_once_and_takes_the_fastest(fresh_measurements):
+    lstm = rnnkit.LSTM(24, 40)
+    x = torch.randn(6, 9, 24, requires_grad=True)
+    with rnnkit.record_strategies() as ran:
+        lstm(x)[0].sum().backward()
+    lines = rnnkit._C._measurements()
+    assert len(lines) == 2, lines  # forward and backward of this shape
+    for line, pass_ in zip(sorted(lines), ["backward", "forward"]):
+        assert pass_ in line
+        times, choice = measured_times(line)
+        # Every strategy that can run the pass was timed (the emulated CUDA
+        # kernels and torch_native, which cannot run a training pass, were not).
+        assert set(times) == {"fused_loop_projecting", "fused_loop", "step_loop"}, line
+        assert choice == min(times, key=lambda n: times[n])
+        assert choice in ran
+    # Met again: remembered, not measured again; another shape is measured.
+    lstm(x)[0].sum().backward()
+    assert len(rnnkit._C._measurements()) == 2
+    with torch.no_grad():
+        lstm(torch.randn(6, 3, 24))
+    inference = [line for line in rnnkit._C._measurements() if "B=3" in line]
+    assert len(inference) == 1 and "torch_native=" in inference[0], inference
+
+
+def test_measuring_can_be_turned_off(fresh_measurements, monkeypatch):
+    monkeypatch.setenv("RNNKIT_AUTOTUNE", "0")
+    with rnnkit.record_strategies() as ran:
+        rnnkit.GRU(5, 16)(torch.randn(4, 2, 5))
+    assert rnnkit._C._measurements() == []
+    assert ran == ["fused_loop"]  # the rules' choice: too few rows to project in the loop
+
+
+def test_forcing_skips_measuring(fresh_measurements):
+    with rnnkit.strategy("step_loop"):
+        rnnkit.RNN(5, 16)(torch.randn(4, 2, 5))
+    assert rnnkit._C._measurements() == []
 
 
 def test_lstm_avx512_units_match_the_generic_units():
@@ -203,6 +288,8 @@ def test_non_finite_values_propagate_as_in_torch(strategy):
     [nan, 1, nan] in torch.nn)."""
     torch.manual_seed(1)
     for mode in MODES:
+        if refusal(strategy, mode, False, None, training=False):
+            continue
         ref = torch_layer(mode, 2, 3, dtype=torch.float32)
         with torch.no_grad():
             ref.weight_hh_l0.copy_(torch.linspace(-2, 2, ref.weight_hh_l0.numel()).view_as(ref.weight_hh_l0))

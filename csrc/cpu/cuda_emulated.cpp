@@ -78,6 +78,7 @@ class EmulatedCudaStepLoop final : public Strategy {
   Fit fit(const LayerShape&, Pass) const override {
     return Fit::declines("the CUDA step kernels emulated thread by thread: only when forced");
   }
+  bool measured() const override { return false; }
   InputGemm input_gemm(const LayerShape& s) const override { return loop_->input_gemm(s); }
   void forward(ForwardJob& job) const override { loop_->forward(job); }
   void backward(BackwardJob& job) const override { loop_->backward(job); }

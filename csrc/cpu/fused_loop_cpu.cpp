@@ -11,8 +11,11 @@
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -42,30 +45,56 @@ void cpu_relax() {
 
 // The threads meet here once per step. Each caller brings the number of parts
 // it runs, so the barrier opens when all parts have arrived however ATen's
-// parallel_for grouped them into threads.
+// parallel_for grouped them into threads. A waiter spins for a short while
+// (the others are usually a few microseconds away), then sleeps until the
+// step is complete: where there are more threads than free cores, the one it
+// waits for may not be running at all, and spinning would keep it off its core.
 class StepBarrier {
  public:
   explicit StepBarrier(int64_t parts) : parts_(parts) {}
 
   void wait(int64_t my_parts) {
-    const int64_t gen = generation_.load(std::memory_order_acquire);
+    const int32_t gen = generation_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(my_parts, std::memory_order_acq_rel) + my_parts == parts_) {
       arrived_.store(0, std::memory_order_relaxed);
-      generation_.store(gen + 1, std::memory_order_release);
+      generation_.store(gen + 1, std::memory_order_seq_cst);
+      if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
       return;
     }
-    for (int64_t spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < kSpinsBeforeYield) cpu_relax();
-      else std::this_thread::yield();  // a machine with fewer free cores than threads
+    const auto spin_until = std::chrono::steady_clock::now() + kSpinTime;
+    for (int64_t spins = 1;; ++spins) {
+      if (generation_.load(std::memory_order_acquire) != gen) return;
+      cpu_relax();
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() > spin_until) break;
     }
+    // The last to arrive wakes the sleepers it sees; one that registered
+    // after that look sees the new generation itself (all seq_cst).
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    for (int32_t now = generation_.load(std::memory_order_seq_cst); now == gen;
+         now = generation_.load(std::memory_order_seq_cst)) {
+      generation_.wait(gen, std::memory_order_seq_cst);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:
-  static constexpr int64_t kSpinsBeforeYield = 1 << 14;
+  static constexpr std::chrono::microseconds kSpinTime{50};
   const int64_t parts_;
   std::atomic<int64_t> arrived_{0};
-  std::atomic<int64_t> generation_{0};
+  std::atomic<int32_t> generation_{0};
+  std::atomic<int32_t> sleepers_{0};
 };
+
+// The cores this process may run on: more threads than that only take
+// turns on them.
+int64_t usable_cores() {
+  static const int64_t cores = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return static_cast<int64_t>(CPU_COUNT(&set));
+    return static_cast<int64_t>(std::max<long>(1, sysconf(_SC_NPROCESSORS_ONLN)));
+  }();
+  return cores;
+}
 
 // The units one thread owns, and where its packed block of W_hh (and of
 // W_ih, when the forward loop projects the input itself) starts.
@@ -80,10 +109,12 @@ struct PartGemms {
   ThreadGemm hidden, input;
 };
 
-// Splits the H units into parts of whole vectors, one part per thread, or a
-// single part when a step has too little work (`macs` multiply-adds) to share.
+// Splits the H units into parts of whole vectors, one part per thread (at
+// most one per usable core), or a single part when a step has too little
+// work (`macs` multiply-adds) to share.
 std::vector<Part> split_units(int64_t H, int64_t macs) {
-  const int64_t threads = macs < kParallelMacs ? 1 : at::get_num_threads();
+  const int64_t threads =
+      macs < kParallelMacs ? 1 : std::min<int64_t>(at::get_num_threads(), usable_cores());
   const int64_t max_parts = std::max<int64_t>(1, std::min(threads, H / kUnitsAlign));
   const int64_t chunk =
       (((H + max_parts - 1) / max_parts + kUnitsAlign - 1) / kUnitsAlign) * kUnitsAlign;

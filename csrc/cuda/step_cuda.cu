@@ -110,7 +110,7 @@ class CudaStepKernels final : public StepKernels {
 const bool registered = [] {
   Strategies list;
   list.push_back(make_step_loop(std::make_unique<CudaStepKernels>(), InputGemm::kWithBias));
-  register_strategies(c10::DeviceType::CUDA, std::move(list));
+  register_strategies(c10::DeviceType::CUDA, std::move(list), /*measure=*/false);
   return true;
 }();
 
