@@ -2,6 +2,9 @@
 from . import ops
 from ._C import built_with_cuda
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from .convert import convert
+from . import dynamo as _dynamo, quantization as _quantization  # noqa: F401  (registrations)
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "ops", "built_with_cuda"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "convert", "ops",
+           "built_with_cuda"]
