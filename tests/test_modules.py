@@ -5,6 +5,7 @@ h0, c0 and every parameter. The list of configurations is fixed (generated
 below); the inputs are fresh random numbers every run (the seed is printed
 on failure; set RNNKIT_TEST_SEED to replay one).
 """
+import contextlib
 import copy
 import io
 import itertools
@@ -74,16 +75,41 @@ def flat_outputs(result):
     return out
 
 
+@contextlib.contextmanager
+def engine_calls():
+    """Counts the calls into rnnkit's engine (ops.rnn_layer, ops.rnn_cell) made in
+    the block: a module that ran torch.nn's forward instead makes none."""
+    calls = []
+    originals = {name: getattr(rnnkit.ops, name) for name in ("rnn_layer", "rnn_cell")}
+
+    def counted(name):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return originals[name](*args, **kwargs)
+        return call
+
+    for name in originals:
+        setattr(rnnkit.ops, name, counted(name))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(rnnkit.ops, name, original)
+
+
 def compare(ref, mine, inputs, call, dtype=torch.float64):
     """Run call(module, inputs) on both modules with separate copies of the leaf
     tensors in inputs (None allowed); compare outputs, then the gradients of
     every input leaf and every parameter under the same random upstream
-    gradients. Returns both results for extra checks."""
+    gradients. rnnkit's side must run on rnnkit's engine. Returns both results
+    for extra checks."""
     tol = TOL[dtype]
     ref_inputs = [None if t is None else t.detach().clone().requires_grad_(t.requires_grad)
                   for t in inputs]
     ref_result = call(ref, ref_inputs)
-    my_result = call(mine, inputs)
+    with engine_calls() as calls:
+        my_result = call(mine, inputs)
+    assert calls, "rnnkit ran torch.nn's forward, not its engine"
     ref_out, my_out = flat_outputs(ref_result), flat_outputs(my_result)
     assert len(ref_out) == len(my_out)
     for i, (a, b) in enumerate(zip(my_out, ref_out)):
@@ -531,14 +557,142 @@ def test_functional_call(cls_name):
     assert not torch.equal(next(mine.parameters()), params[next(iter(params))])
 
 
-def test_autocast_cpu_runs_in_bfloat16():
-    ref, mine = make_pair("LSTM", dtype=torch.float32, input_size=3, hidden_size=5, num_layers=2)
-    x = torch.randn(4, 2, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, (h, c) = mine(x)
-        y_ref, _ = ref(x)
-    assert y.dtype == y_ref.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_ref.float(), atol=3e-2, rtol=3e-2)
+# ---- autocast: torch.nn's dtypes and rejections ------------------------------------------
+
+# Every module kind: (class name, constructor kwargs besides input_size=3, hidden_size=5).
+EVERY_KIND = {
+    "LSTM": ("LSTM", dict(num_layers=2)),
+    "LSTM_PROJ": ("LSTM", dict(proj_size=2)),
+    "GRU": ("GRU", dict(num_layers=2, bidirectional=True)),
+    "RNN_TANH": ("RNN", {}),
+    "RNN_RELU": ("RNN", dict(nonlinearity="relu")),
+    "LSTMCell": ("LSTMCell", {}),
+    "GRUCell": ("GRUCell", {}),
+    "RNNCell": ("RNNCell", {}),
+}
+
+
+def _tensor(shape, dtype, device="cpu"):
+    if dtype.is_floating_point:
+        return torch.randn(shape, device=device).to(dtype)
+    return torch.randint(-2, 3, shape, device=device, dtype=dtype)
+
+
+def kind_call(cls_name, kwargs, x_dtype, state_dtype, device="cpu"):
+    """(input, hx) for a module of the kind: batch 2, seq_len 4, input_size 3,
+    hidden_size 5; hx None without state_dtype."""
+    if cls_name.endswith("Cell"):
+        x, shapes = _tensor((2, 3), x_dtype, device), [(2, 5), (2, 5)]
+    else:
+        layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+        x = _tensor((4, 2, 3), x_dtype, device)
+        shapes = [(layers, 2, kwargs.get("proj_size") or 5), (layers, 2, 5)]
+    if state_dtype is None:
+        return x, None
+    states = [_tensor(shape, state_dtype, device) for shape in shapes]
+    return x, (tuple(states) if cls_name.startswith("LSTM") else states[0])
+
+
+def outcome(module, args):
+    """What a call does: ("ok", its outputs) or ("raises", the exception)."""
+    try:
+        return "ok", flat_outputs(module(*args))
+    except Exception as error:  # noqa: BLE001  (any exception is an outcome to compare)
+        return "raises", error
+
+
+def assert_same_outcome(ref, mine, args, tol=None, what=""):
+    """rnnkit's call does what torch.nn's does: raises an exception of the same
+    type (or a subclass), or returns outputs of the same shapes and dtypes and,
+    with tol, the same values."""
+    (ref_kind, ref_out), (my_kind, my_out) = outcome(ref, args), outcome(mine, args)
+    if ref_kind == "raises":
+        assert my_kind == "raises", f"{what}: torch.nn raises {ref_out!r}, rnnkit returns"
+        assert isinstance(my_out, type(ref_out)), \
+            f"{what}: torch.nn raises {ref_out!r}, rnnkit {my_out!r}"
+        return ref_out, my_out
+    assert my_kind == "ok", f"{what}: torch.nn returns, rnnkit raises {my_out!r}"
+    assert [(o.shape, o.dtype, o.device) for o in my_out] == \
+        [(o.shape, o.dtype, o.device) for o in ref_out], what
+    if tol is not None:
+        for a, b in zip(my_out, ref_out):
+            if a.device.type != "meta":
+                torch.testing.assert_close(a.float(), b.float(), **tol, msg=what)
+    return ref_out, my_out
+
+
+AUTOCAST_INPUT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64]
+AUTOCAST_STATE_DTYPES = [None, torch.float32, torch.float64, torch.bfloat16]
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cpu_autocast_follows_torch(kind, weights):
+    """Under CPU autocast: torch.nn's output dtypes, and its exception types for
+    the inputs it rejects (int64 input, float64 states, ...), for every kind."""
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, weights, input_size=3, hidden_size=5, **kwargs)
+    for x_dtype, state_dtype in itertools.product(AUTOCAST_INPUT_DTYPES, AUTOCAST_STATE_DTYPES):
+        x, hx = kind_call(cls_name, kwargs, x_dtype, state_dtype)
+        args = (x,) if hx is None else (x, hx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert_same_outcome(ref, mine, args, dict(atol=2e-2, rtol=2e-2),
+                                f"input {x_dtype}, states {state_dtype}")
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cpu_autocast_gradients_match_torch(kind):
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, torch.float32, input_size=3, hidden_size=5, **kwargs)
+    x, _ = kind_call(cls_name, kwargs, torch.float32, None)
+    grads = []
+    for module in (ref, mine):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = flat_outputs(module(leaf))
+        sum(o.float().sum() for o in out).backward()
+        grads.append([leaf.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+
+
+CUDA_AUTOCAST_INPUT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or not rnnkit.built_with_cuda(),
+                    reason="needs a CUDA GPU and rnnkit built with CUDA")
+@pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cuda_autocast_follows_torch(kind, autocast_dtype):
+    """Under CUDA autocast: torch.nn's output dtypes (cuDNN's RNNs run in float16
+    whatever the autocast dtype; cells in the autocast dtype), its exception types,
+    and its values within the low precision's tolerance; well-formed float32 calls
+    run on rnnkit's engine, gradients included."""
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, torch.float32, input_size=3, hidden_size=5, **kwargs)
+    ref.cuda(), mine.cuda()
+    tol = dict(atol=3e-2, rtol=3e-2) if autocast_dtype == torch.float16 else \
+        dict(atol=8e-2, rtol=8e-2)
+    for x_dtype, state_dtype in itertools.product(CUDA_AUTOCAST_INPUT_DTYPES,
+                                                  AUTOCAST_STATE_DTYPES):
+        x, hx = kind_call(cls_name, kwargs, x_dtype, state_dtype, "cuda")
+        args = (x,) if hx is None else (x, hx)
+        with torch.autocast("cuda", dtype=autocast_dtype):
+            assert_same_outcome(ref, mine, args, tol, f"input {x_dtype}, states {state_dtype}")
+
+    x, hx = kind_call(cls_name, kwargs, torch.float32, torch.float32, "cuda")
+    grads = []
+    for module in (ref, mine):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=autocast_dtype), engine_calls() as calls:
+            out = flat_outputs(module(leaf, hx))
+        if module is mine:
+            assert calls, "rnnkit ran torch.nn's forward under CUDA autocast"
+        sum(o.float().sum() for o in out).backward()
+        grads.append([leaf.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **tol)
 
 
 # ---- cells ----------------------------------------------------------------------------
