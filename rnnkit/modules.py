@@ -368,6 +368,7 @@ class RNN(_EngineSequence, nn.RNN):
 
     def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
                 ) -> Tuple[SequenceInput, Tensor]:
+        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
         return super().forward(input, hx)
 
 
@@ -389,6 +390,7 @@ class GRU(_EngineSequence, nn.GRU):
 
     def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
                 ) -> Tuple[SequenceInput, Tensor]:
+        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
         return super().forward(input, hx)
 
 
@@ -413,6 +415,8 @@ class LSTM(_EngineSequence, nn.LSTM):
 
     def forward(self, input: SequenceInput, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[SequenceInput, Tuple[Tensor, Tensor]]:
+        """(output, (h_n, c_n)) for input and (h_0, c_0), as torch.nn's forward
+        (class docstring)."""
         return super().forward(input, hx)
 
     def _states_from_hx(self, hx) -> Optional[List[Tensor]]:

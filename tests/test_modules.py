@@ -7,11 +7,14 @@ on failure; set RNNKIT_TEST_SEED to replay one).
 """
 import contextlib
 import copy
+import inspect
 import io
 import itertools
 import os
 import pickle
+import pydoc
 import random
+import typing
 import warnings
 
 import pytest
@@ -498,6 +501,60 @@ def _outputs_equal(m1, m2, x):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+TORCH_BASES = {"LSTM": nn.RNNBase, "GRU": nn.RNNBase, "RNN": nn.RNNBase,
+               "LSTMCell": nn.RNNCellBase, "GRUCell": nn.RNNCellBase, "RNNCell": nn.RNNCellBase}
+
+
+@pytest.mark.parametrize("cls_name", TORCH_BASES)
+def test_is_the_torch_nn_class(cls_name):
+    m = getattr(rnnkit, cls_name)(3, 4)
+    assert isinstance(m, getattr(nn, cls_name)) and isinstance(m, TORCH_BASES[cls_name])
+    # ... and torch.nn's settings with it
+    assert vars(m).keys() == vars(getattr(nn, cls_name)(3, 4)).keys()
+
+
+def test_code_that_walks_a_model_for_its_rnns_finds_rnnkits():
+    """An initialiser written for torch.nn (isinstance on the torch.nn classes)."""
+    model = nn.Sequential(rnnkit.LSTM(3, 4, num_layers=2), nn.Linear(4, 4), rnnkit.GRUCell(4, 4))
+    for m in model.modules():
+        if isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
+            for name, p in m.named_parameters():
+                nn.init.zeros_(p) if name.startswith("bias") else nn.init.orthogonal_(p)
+    for m in (model[0], model[2]):
+        assert all(not p.any() for n, p in m.named_parameters() if n.startswith("bias"))
+    w = model[0].weight_hh_l1
+    torch.testing.assert_close(w.T @ w, torch.eye(4), atol=1e-5, rtol=0)  # orthogonal columns
+
+
+# The documented arguments of each constructor, in torch.nn's order.
+CONSTRUCTOR_ARGS = {
+    "RNN": ["input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first",
+            "dropout", "bidirectional", "device", "dtype"],
+    "GRU": ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+            "bidirectional", "device", "dtype"],
+    "LSTM": ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+             "bidirectional", "proj_size", "device", "dtype"],
+    "RNNCell": ["input_size", "hidden_size", "bias", "nonlinearity", "device", "dtype"],
+    "GRUCell": ["input_size", "hidden_size", "bias", "device", "dtype"],
+    "LSTMCell": ["input_size", "hidden_size", "bias", "device", "dtype"],
+}
+
+
+@pytest.mark.parametrize("cls_name", CONSTRUCTOR_ARGS)
+def test_help_and_type_hints(cls_name):
+    cls = getattr(rnnkit, cls_name)
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert f"Drop-in for torch.nn.{cls_name}" in text
+    for word in ("input_size", "hidden_size", "Inputs:", "Outputs:"):
+        assert word in text, word
+    params = inspect.signature(cls).parameters
+    assert [p for p in params if p != "kwargs"] == CONSTRUCTOR_ARGS[cls_name]
+    assert params["input_size"].annotation is int and params["hidden_size"].annotation is int
+    hints = typing.get_type_hints(cls.forward)
+    assert {"input", "hx", "return"} <= hints.keys()
+    assert cls.forward.__doc__
+
+
 def test_deepcopy_pickle_and_torch_save():
     m = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2)
     x = torch.randn(4, 2, 3)
@@ -787,8 +844,8 @@ def test_constructor_positional_order():
         assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
 
 
-def _x(*shape, dtype=torch.float32):
-    return torch.randn(*shape, dtype=dtype)
+def _x(*shape, dtype=torch.float32, device="cpu"):
+    return torch.randn(*shape, dtype=dtype, device=device)
 
 
 # (class, constructor kwargs, forward args builder, expected exception)
@@ -843,6 +900,169 @@ def test_packed_errors():
         m(nn.utils.rnn.pack_sequence([_x(4, 2), _x(2, 2)]))
     with pytest.raises(ValueError, match="dtype"):
         m(nn.utils.rnn.pack_sequence([_x(4, 3, dtype=torch.float64)]))
+
+
+# ---- edges: every odd or bad call does what torch.nn does ----------------------------------
+
+def _packed(batch_sizes, rows=5, sorted_indices=None):
+    """A hand-made PackedSequence of `rows` rows of 3 features."""
+    return PackedSequence(_x(rows, 3), batch_sizes, sorted_indices, sorted_indices)
+
+
+def _long(*values, dtype=torch.int64):
+    return torch.tensor(values, dtype=dtype)
+
+
+# (id, class, constructor kwargs besides (3, 5), builder of the forward args).
+# torch.nn's outcome is the expectation: the same exception type (or a subclass),
+# or the same outputs.
+EDGE_CASES = [
+    # seq_len 0: torch.nn's "Expected sequence length to be larger than 0"
+    ("seq-len-0", "LSTM", {}, lambda: (_x(0, 2, 3),)),
+    ("seq-len-0-batch-first", "GRU", dict(batch_first=True), lambda: (_x(2, 0, 3),)),
+    ("seq-len-0-unbatched", "RNN", {}, lambda: (_x(0, 3),)),
+    ("seq-len-0-with-h0", "GRU", {}, lambda: (_x(0, 2, 3), _x(1, 2, 5))),
+    # batch 0 is fine
+    ("batch-0", "GRU", {}, lambda: (_x(4, 0, 3),)),
+    ("batch-0-with-states", "LSTM", {}, lambda: (_x(4, 0, 3), (_x(1, 0, 5), _x(1, 0, 5)))),
+    ("cell-batch-0", "LSTMCell", {}, lambda: (_x(0, 3),)),
+    # LSTM hx that is not a pair of tensors
+    ("lstm-hx-one-tensor", "LSTM", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("lstm-hx-stacked-tensor", "LSTM", {}, lambda: (_x(4, 2, 3), _x(2, 1, 2, 5))),
+    ("lstm-hx-0-dim", "LSTM", {}, lambda: (_x(4, 2, 3), torch.tensor(1.0))),
+    ("lstm-hx-tuple-of-1", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),))),
+    ("lstm-hx-tuple-of-3", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),) * 3)),
+    ("lstm-hx-list", "LSTM", {}, lambda: (_x(4, 2, 3), [_x(1, 2, 5), _x(1, 2, 5)])),
+    ("lstm-hx-with-None", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), None))),
+    ("gru-hx-tuple", "GRU", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),))),
+    ("lstmcell-hx-one-tensor", "LSTMCell", {}, lambda: (_x(2, 3), _x(2, 2, 5))),
+    ("lstmcell-hx-tuple-of-1", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5),))),
+    ("lstmcell-hx-tuple-of-3", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5),) * 3)),
+    ("lstmcell-hx-with-None", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), None))),
+    # hx dims, batch and width
+    ("hx-2d-for-batched", "GRU", {}, lambda: (_x(4, 2, 3), _x(2, 5))),
+    ("hx-3d-for-unbatched", "RNN", {}, lambda: (_x(4, 3), _x(1, 1, 5))),
+    ("hx-0-dim", "GRU", {}, lambda: (_x(4, 2, 3), torch.tensor(1.0))),
+    ("c-2d-for-batched", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(2, 5)))),
+    ("hx-batch", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 3, 5))),
+    ("c-batch", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 3, 5)))),
+    ("hx-layers", "GRU", dict(num_layers=2), lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("hx-directions", "RNN", dict(bidirectional=True), lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("proj-h-width", "LSTM", dict(proj_size=2), lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5)))),
+    ("input-width", "LSTM", {}, lambda: (_x(4, 2, 4),)),
+    ("input-4d", "GRU", {}, lambda: (_x(4, 2, 3, 1),)),
+    ("input-1d", "RNN", {}, lambda: (_x(3),)),
+    ("input-not-a-tensor", "GRU", {}, lambda: ("text",)),
+    ("cell-input-0-dim", "GRUCell", {}, lambda: (torch.tensor(1.0),)),
+    ("cell-input-3d", "RNNCell", {}, lambda: (_x(2, 3, 1),)),
+    ("cell-hx-3d", "GRUCell", {}, lambda: (_x(2, 3), _x(1, 2, 5))),
+    ("cell-unbatched-2d-hx", "GRUCell", {}, lambda: (_x(3), _x(1, 5))),
+    ("cell-batched-1d-hx", "RNNCell", {}, lambda: (_x(2, 3), _x(5))),
+    ("cell-hx-batch", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), _x(3, 5)))),
+    ("cell-hx-width", "GRUCell", {}, lambda: (_x(2, 3), _x(2, 4))),
+    ("cell-input-width", "RNNCell", {}, lambda: (_x(2, 4),)),
+    ("cell-unknown-nonlinearity", "RNNCell", dict(nonlinearity="gelu"), lambda: (_x(2, 3),)),
+    # dtypes
+    ("input-int64", "GRU", {}, lambda: (torch.ones(4, 2, 3, dtype=torch.int64),)),
+    ("input-float64", "LSTM", {}, lambda: (_x(4, 2, 3, dtype=torch.float64),)),
+    ("input-bfloat16", "RNN", {}, lambda: (_x(4, 2, 3, dtype=torch.bfloat16),)),
+    ("h0-float64", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, dtype=torch.float64))),
+    ("h0-int64", "RNN", {}, lambda: (_x(4, 2, 3), torch.zeros(1, 2, 5, dtype=torch.int64))),
+    ("c0-float64", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5, dtype=torch.float64)))),
+    ("cell-input-int64", "RNNCell", {}, lambda: (torch.ones(2, 3, dtype=torch.int64), _x(2, 5))),
+    ("cell-h-float64", "GRUCell", {}, lambda: (_x(2, 3), _x(2, 5, dtype=torch.float64))),
+    ("lstmcell-c-float64", "LSTMCell", {},  # torch.nn promotes c' to float64 here
+     lambda: (_x(2, 3), (_x(2, 5), _x(2, 5, dtype=torch.float64)))),
+    ("lstmcell-c-float16", "LSTMCell", {},
+     lambda: (_x(2, 3), (_x(2, 5), _x(2, 5, dtype=torch.float16)))),
+    # devices, with meta tensors
+    ("input-on-meta", "LSTM", {}, lambda: (_x(4, 2, 3, device="meta"),)),
+    ("h0-on-meta", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, device="meta"))),
+    ("cell-input-on-meta", "LSTMCell", {}, lambda: (_x(2, 3, device="meta"),)),
+    ("module-on-meta", "GRU", dict(device="meta"), lambda: (_x(4, 2, 3, device="meta"),)),
+    ("cell-module-on-meta", "RNNCell", dict(device="meta"), lambda: (_x(2, 3, device="meta"),)),
+    # layouts
+    ("input-expanded", "GRU", {}, lambda: (_x(4, 1, 3).expand(4, 2, 3), _x(1, 1, 5).expand(1, 2, 5))),
+    ("input-transposed", "LSTM", dict(batch_first=True), lambda: (_x(4, 2, 3).transpose(0, 1),)),
+    ("cell-input-expanded", "GRUCell", {}, lambda: (_x(1, 3).expand(2, 3), _x(1, 5).expand(2, 5))),
+    ("cell-input-transposed", "LSTMCell", {}, lambda: (_x(3, 2).t(), (_x(5, 2).t(), _x(2, 5)))),
+    # PackedSequences made by hand
+    ("batch-sizes-int32", "GRU", {}, lambda: (_packed(_long(3, 2, dtype=torch.int32)),)),
+    ("batch-sizes-int32-with-h0", "GRU", {},
+     lambda: (_packed(_long(3, 2, dtype=torch.int32)), _x(1, 3, 5))),
+    ("batch-sizes-float", "GRU", {}, lambda: (_packed(torch.tensor([3.0, 2.0])),)),
+    ("batch-sizes-increasing", "GRU", {}, lambda: (_packed(_long(2, 3)),)),
+    ("batch-sizes-increasing-with-h0", "LSTM", {},
+     lambda: (_packed(_long(2, 3)), (_x(1, 2, 5), _x(1, 2, 5)))),
+    ("batch-sizes-zero", "GRU", {}, lambda: (_packed(_long(3, 0, 2)),)),
+    ("batch-sizes-negative", "RNN", {}, lambda: (_packed(_long(-3, 2)),)),
+    ("batch-sizes-longer-than-data", "GRU", {}, lambda: (_packed(_long(3, 3)),)),
+    ("batch-sizes-shorter-than-data", "GRU", {}, lambda: (_packed(_long(2, 2)),)),
+    ("batch-sizes-empty", "GRU", {}, lambda: (_packed(_long(), rows=0),)),
+    ("batch-sizes-2d", "LSTM", {}, lambda: (_packed(_long(3, 2).unsqueeze(0)),)),
+    ("packed-data-1d", "GRU", {}, lambda: (PackedSequence(_x(5), _long(3, 2)),)),
+    ("packed-hx-batch", "GRU", {}, lambda: (_packed(_long(3, 2)), _x(1, 2, 5))),
+    ("packed-sorted-indices-length", "GRU", {},
+     lambda: (_packed(_long(3, 2), sorted_indices=_long(0, 1)), _x(1, 3, 5))),
+    ("packed-int64-input", "GRU", {},
+     lambda: (PackedSequence(torch.ones(5, 3, dtype=torch.int64), _long(3, 2)),)),
+    # hidden_size 0 (cells only: the sequence modules reject it when built)
+    ("cell-hidden-0", "LSTMCell", dict(hidden_size=0), lambda: (_x(2, 3),)),
+    ("cell-hidden-0-with-hx", "GRUCell", dict(hidden_size=0), lambda: (_x(2, 3), _x(2, 0))),
+    ("cell-hidden-0-unbatched", "RNNCell", dict(hidden_size=0), lambda: (_x(3),)),
+    ("cell-input-0", "RNNCell", dict(input_size=0), lambda: (_x(2, 0),)),
+]
+
+
+# Edge cases the engine itself runs (the others are torch.nn's to decide).
+ENGINE_EDGES = {"batch-0", "batch-0-with-states", "cell-batch-0", "lstm-hx-list", "input-expanded",
+                "input-transposed", "cell-input-expanded", "cell-input-transposed", "cell-input-0"}
+
+
+@pytest.mark.parametrize("case,cls_name,kwargs,args", EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
+def test_edges_do_what_torch_does(case, cls_name, kwargs, args):
+    """torch.nn's outcome for each odd or bad call: rnnkit raises the same
+    exception type (or a subclass), or returns the same outputs."""
+    kwargs = dict(dict(input_size=3, hidden_size=5), **kwargs)
+    if kwargs.get("device") == "meta":  # no weights to copy
+        ref, mine = getattr(nn, cls_name)(**kwargs), getattr(rnnkit, cls_name)(**kwargs)
+    else:
+        ref, mine = make_pair(cls_name, torch.float32, **kwargs)
+    inputs = args()
+    with engine_calls() as calls:
+        _, my_out = assert_same_outcome(ref, mine, inputs, TOL[torch.float32])
+    assert bool(calls) == (case in ENGINE_EDGES)
+    if isinstance(my_out, Exception) and isinstance(inputs[0], PackedSequence) \
+            and _bad_batch_sizes(inputs[0]):
+        assert "batch_sizes" in str(my_out), f"the error does not name batch_sizes: {my_out}"
+
+
+def _bad_batch_sizes(packed):
+    """Whether batch_sizes is malformed (for the rows of packed.data)."""
+    b = packed.batch_sizes
+    return not (b.dtype == torch.int64 and b.dim() == 1 and b.numel() > 0 and
+                bool((b > 0).all()) and bool((b[1:] <= b[:-1]).all()) and
+                int(b.sum()) == packed.data.size(0))
+
+
+def test_edges_cover_what_the_brief_names():
+    ids = {c[0] for c in EDGE_CASES}
+    for needed in ("seq-len-0", "cell-hidden-0", "lstm-hx-one-tensor", "batch-sizes-int32",
+                   "batch-sizes-increasing", "batch-sizes-zero", "batch-sizes-longer-than-data",
+                   "input-on-meta", "input-expanded", "batch-0", "h0-float64", "input-int64"):
+        assert needed in ids
+
+
+def test_seq_len_0_raises_torchs_message():
+    for m in (rnnkit.LSTM(3, 5), rnnkit.GRU(3, 5, batch_first=True)):
+        with pytest.raises(RuntimeError, match="Expected sequence length to be larger than 0"):
+            m(_x(0, 2, 3) if not m.batch_first else _x(2, 0, 3))
+
+
+def test_cells_with_hidden_size_0_return_empty_states():
+    h, c = rnnkit.LSTMCell(3, 0)(_x(4, 3))
+    assert h.shape == c.shape == (4, 0)
+    assert rnnkit.GRUCell(3, 0)(_x(3)).shape == (0,)
 
 
 # ---- CUDA (skipped without a GPU and a CUDA build) -------------------------------------------
