@@ -25,6 +25,7 @@ _cuda_autocast_dtype). torch.jit.script scripts the torch.nn twin
 Parameters are read from the module at every call (never cached), so .to(),
 deepcopy, parametrizations and torch.func.functional_call work.
 """
+import functools
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -37,8 +38,7 @@ from .cells import KINDS
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
-# The devices and dtypes the engine has kernels for.
-_ENGINE_DEVICES = ("cpu", "cuda")
+# The dtypes the engine has kernels for (on the CPU and CUDA).
 _ENGINE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 SequenceInput = Union[Tensor, PackedSequence]
@@ -54,12 +54,21 @@ def _recording() -> bool:
 def _engine_mode(module: nn.Module) -> Optional[str]:
     """The engine mode of a module's kind (cells.KINDS), None for a kind the
     engine has not (an RNNCell with an unknown nonlinearity)."""
-    torch_class = next(c for c in type(module).__mro__ if c.__module__ == nn.RNNBase.__module__)
-    nonlinearity = getattr(module, "nonlinearity", None)
+    return _mode_of(type(module), getattr(module, "nonlinearity", None))
+
+
+@functools.lru_cache(maxsize=None)
+def _mode_of(cls: type, nonlinearity: Optional[str]) -> Optional[str]:
+    torch_class = next(c for c in cls.__mro__ if c.__module__ == nn.RNNBase.__module__)
     for kind in KINDS.values():
         if torch_class in (kind.torch_layer, kind.torch_cell) and kind.nonlinearity == nonlinearity:
             return kind.mode
     return None
+
+
+def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """t in dtype (t itself when it already is, without a dispatch)."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 def _cuda_autocast_dtype(sequence: bool, x: Tensor) -> Optional[torch.dtype]:
@@ -84,20 +93,28 @@ def _engine_dtype(tensors: List[Tensor], sequence: bool) -> Optional[torch.dtype
     non-floating dtypes. Under CUDA autocast every floating tensor but a float64
     one is cast, as autocast itself does."""
     x = tensors[0]
-    if not all(isinstance(t, Tensor) and t.device == x.device for t in tensors) \
-            or x.device.type not in _ENGINE_DEVICES:
+    device = x.device
+    if not all(isinstance(t, Tensor) for t in tensors):
         return None
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if device.type == "cpu":
+        on_device = all(t.is_cpu for t in tensors)  # cheaper than comparing t.device
+    else:
+        on_device = device.type == "cuda" and \
+            all(t.is_cuda and t.get_device() == device.index for t in tensors)
+    if not on_device:
         return None
-    cast = _cuda_autocast_dtype(sequence, x) if x.device.type == "cuda" else None
-    dtypes = set()
-    for t in tensors:
-        eligible = cast is not None and t.is_floating_point() and t.dtype != torch.float64
-        dtypes.add(cast if eligible else t.dtype)
-    if len(dtypes) != 1:
+    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return None
-    dtype = dtypes.pop()
-    return dtype if dtype in _ENGINE_DTYPES else None
+    cast = _cuda_autocast_dtype(sequence, x) if device.type == "cuda" else None
+    if cast is None:
+        dtype = x.dtype
+        same = all(t.dtype == dtype for t in tensors)
+    else:
+        def runs_in(t):
+            return cast if t.is_floating_point() and t.dtype != torch.float64 else t.dtype
+        dtype = runs_in(x)
+        same = all(runs_in(t) == dtype for t in tensors)
+    return dtype if same and dtype in _ENGINE_DTYPES else None
 
 
 def _is_pair(hx) -> bool:
@@ -274,9 +291,9 @@ class _EngineSequence(nn.RNNBase):
                     lengths: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Layers x directions over time-major x (T, B, I); states are (L*D, B, .)."""
         dtype = plan.dtype
-        x = x.to(dtype)
-        h0 = states[0].to(dtype)
-        c0 = states[1].to(dtype) if len(states) > 1 else None
+        x = _as(x, dtype)
+        h0 = _as(states[0], dtype)
+        c0 = _as(states[1], dtype) if len(states) > 1 else None
         directions = 2 if self.bidirectional else 1
         h_n, c_n = [], []
         for layer in range(self.num_layers):
@@ -298,7 +315,7 @@ class _EngineSequence(nn.RNNBase):
     def _engine_weights(self, weights: List[Tensor], dtype: torch.dtype):
         """(w_ih, w_hh, b_ih, b_hh, w_hr), None where absent, from one
         layer-direction's weights in torch.nn's order w_ih, w_hh[, b_ih, b_hh][, w_hr]."""
-        weights = [w.to(dtype) for w in weights]
+        weights = [_as(w, dtype) for w in weights]
         b_ih, b_hh = weights[2:4] if self.bias else (None, None)
         return weights[0], weights[1], b_ih, b_hh, weights[-1] if self.proj_size > 0 else None
 
@@ -469,8 +486,8 @@ class _EngineCell(nn.RNNCellBase):
         dtype = _engine_dtype([x] + states + [p for p in params if p is not None], sequence=False)
         if dtype is None:
             return None
-        x, states = x.to(dtype), [s.to(dtype) for s in states]
-        params = [None if p is None else p.to(dtype) for p in params]
+        x, states = _as(x, dtype), [_as(s, dtype) for s in states]
+        params = [_as(p, dtype) for p in params]
         h, c = ops.rnn_cell(x, states[0], states[1] if len(states) > 1 else None, *params,
                             mode=mode)
         out = [h] if c is None else [h, c]
