@@ -25,7 +25,6 @@ _cuda_autocast_dtype). torch.jit.script scripts the torch.nn twin
 Parameters are read from the module at every call (never cached), so .to(),
 deepcopy, parametrizations and torch.func.functional_call work.
 """
-import functools
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -54,14 +53,10 @@ def _recording() -> bool:
 def _engine_mode(module: nn.Module) -> Optional[str]:
     """The engine mode of a module's kind (cells.KINDS), None for a kind the
     engine has not (an RNNCell with an unknown nonlinearity)."""
-    return _mode_of(type(module), getattr(module, "nonlinearity", None))
-
-
-@functools.lru_cache(maxsize=None)
-def _mode_of(cls: type, nonlinearity: Optional[str]) -> Optional[str]:
-    torch_class = next(c for c in cls.__mro__ if c.__module__ == nn.RNNBase.__module__)
+    nonlinearity = getattr(module, "nonlinearity", None)
     for kind in KINDS.values():
-        if torch_class in (kind.torch_layer, kind.torch_cell) and kind.nonlinearity == nonlinearity:
+        if isinstance(module, (kind.torch_layer, kind.torch_cell)) \
+                and kind.nonlinearity == nonlinearity:
             return kind.mode
     return None
 
