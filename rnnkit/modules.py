@@ -360,13 +360,26 @@ _SEQUENCE_DOC = """
 """
 
 
-class RNN(_EngineSequence, nn.RNN):
+class _OneStateSequence(_EngineSequence):
+    """forward of the sequence modules whose state is one tensor (RNN, GRU)."""
+
+    def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
+                ) -> Tuple[SequenceInput, Tensor]:
+        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
+        return super().forward(input, hx)
+
+
+_ONE_STATE_SEQUENCE = dict(
+    proj_arg="", hx_name="h_0", hn_name="h_n", out_width="H_out",
+    hx_doc="h_0: (D*num_layers, N, H_out) or (D*num_layers, H_out); zeros if None.",
+    hn_doc="h_n: (D*num_layers, N, H_out), the final hidden state.")
+
+
+class RNN(_OneStateSequence, nn.RNN):
     __doc__ = """Elman RNN, h' = tanh or relu(W_ih x + b_ih + W_hh h + b_hh).""" + \
         _SEQUENCE_DOC.format(
             name="RNN", extra_args="\n        nonlinearity: 'tanh' or 'relu'. Default: 'tanh'.",
-            proj_arg="", hx_name="h_0", hn_name="h_n", out_width="H_out",
-            hx_doc="h_0: (D*num_layers, N, H_out) or (D*num_layers, H_out); zeros if None.",
-            hn_doc="h_n: (D*num_layers, N, H_out), the final hidden state.")
+            **_ONE_STATE_SEQUENCE)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
@@ -378,20 +391,11 @@ class RNN(_EngineSequence, nn.RNN):
                          bias=bias, batch_first=batch_first, dropout=dropout,
                          bidirectional=bidirectional, device=device, dtype=dtype, **kwargs)
 
-    def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
-                ) -> Tuple[SequenceInput, Tensor]:
-        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
-        return super().forward(input, hx)
 
-
-class GRU(_EngineSequence, nn.GRU):
+class GRU(_OneStateSequence, nn.GRU):
     __doc__ = """GRU with torch.nn's gates r, z, n:
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.""" + \
-        _SEQUENCE_DOC.format(
-            name="GRU", extra_args="", proj_arg="", hx_name="h_0", hn_name="h_n",
-            out_width="H_out",
-            hx_doc="h_0: (D*num_layers, N, H_out) or (D*num_layers, H_out); zeros if None.",
-            hn_doc="h_n: (D*num_layers, N, H_out), the final hidden state.")
+        _SEQUENCE_DOC.format(name="GRU", extra_args="", **_ONE_STATE_SEQUENCE)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -399,11 +403,6 @@ class GRU(_EngineSequence, nn.GRU):
         """See the class docstring; the arguments of torch.nn.GRU."""
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype, **kwargs)
-
-    def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
-                ) -> Tuple[SequenceInput, Tensor]:
-        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
-        return super().forward(input, hx)
 
 
 class LSTM(_EngineSequence, nn.LSTM):
@@ -512,28 +511,28 @@ _CELL_DOC = """
 """
 
 
-class RNNCell(_EngineCell, nn.RNNCell):
+class _OneStateCell(_EngineCell):
+    """forward of the cells whose state is one tensor (RNNCell, GRUCell)."""
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        """One step: the next hidden state, as torch.nn's forward."""
+        out = self._engine_step(input, hx)
+        return super().forward(input, hx) if out is None else out[0]
+
+
+_ONE_STATE = dict(hx_name="hidden",
+                  hx_doc="hidden: (N, hidden_size) or (hidden_size); zeros if None.",
+                  out_doc="h': (N, hidden_size) or (hidden_size).")
+
+
+class RNNCell(_OneStateCell, nn.RNNCell):
     __doc__ = "One Elman RNN step." + _CELL_DOC.format(
         name="RNNCell", extra_args="\n        nonlinearity: 'tanh' or 'relu'. Default: 'tanh'.",
-        hx_name="hidden", hx_doc="hidden: (N, hidden_size) or (hidden_size); zeros if None.",
-        out_doc="h': (N, hidden_size) or (hidden_size).")
-
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        """One step: the next hidden state, as torch.nn's forward."""
-        out = self._engine_step(input, hx)
-        return super().forward(input, hx) if out is None else out[0]
+        **_ONE_STATE)
 
 
-class GRUCell(_EngineCell, nn.GRUCell):
-    __doc__ = "One GRU step." + _CELL_DOC.format(
-        name="GRUCell", extra_args="",
-        hx_name="hidden", hx_doc="hidden: (N, hidden_size) or (hidden_size); zeros if None.",
-        out_doc="h': (N, hidden_size) or (hidden_size).")
-
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        """One step: the next hidden state, as torch.nn's forward."""
-        out = self._engine_step(input, hx)
-        return super().forward(input, hx) if out is None else out[0]
+class GRUCell(_OneStateCell, nn.GRUCell):
+    __doc__ = "One GRU step." + _CELL_DOC.format(name="GRUCell", extra_args="", **_ONE_STATE)
 
 
 class LSTMCell(_EngineCell, nn.LSTMCell):

@@ -79,7 +79,8 @@ class ThirdPartySeq2Seq(nn.Module):
         self.decoder = nn.ModuleList([nn.LSTMCell(8 + 3, 8), nn.Linear(8, 3)])
         self.post = nn.ModuleDict({
             "gru": nn.GRU(3, 4, num_layers=2, dropout=0.3),
-            "blocks": nn.Sequential(nn.ModuleList([nn.GRUCell(4, 4), nn.RNNCell(4, 4, True, "relu")])),
+            "blocks": nn.Sequential(nn.ModuleList([nn.GRUCell(4, 4),
+                                                   nn.RNNCell(4, 4, True, "relu")])),
             "elman": nn.RNN(4, 2, bidirectional=True),
         })
 

@@ -968,7 +968,8 @@ EDGE_CASES = [
     ("input-bfloat16", "RNN", {}, lambda: (_x(4, 2, 3, dtype=torch.bfloat16),)),
     ("h0-float64", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, dtype=torch.float64))),
     ("h0-int64", "RNN", {}, lambda: (_x(4, 2, 3), torch.zeros(1, 2, 5, dtype=torch.int64))),
-    ("c0-float64", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5, dtype=torch.float64)))),
+    ("c0-float64", "LSTM", {},
+     lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5, dtype=torch.float64)))),
     ("cell-input-int64", "RNNCell", {}, lambda: (torch.ones(2, 3, dtype=torch.int64), _x(2, 5))),
     ("cell-h-float64", "GRUCell", {}, lambda: (_x(2, 3), _x(2, 5, dtype=torch.float64))),
     ("lstmcell-c-float64", "LSTMCell", {},  # torch.nn promotes c' to float64 here
@@ -982,7 +983,8 @@ EDGE_CASES = [
     ("module-on-meta", "GRU", dict(device="meta"), lambda: (_x(4, 2, 3, device="meta"),)),
     ("cell-module-on-meta", "RNNCell", dict(device="meta"), lambda: (_x(2, 3, device="meta"),)),
     # layouts
-    ("input-expanded", "GRU", {}, lambda: (_x(4, 1, 3).expand(4, 2, 3), _x(1, 1, 5).expand(1, 2, 5))),
+    ("input-expanded", "GRU", {},
+     lambda: (_x(4, 1, 3).expand(4, 2, 3), _x(1, 1, 5).expand(1, 2, 5))),
     ("input-transposed", "LSTM", dict(batch_first=True), lambda: (_x(4, 2, 3).transpose(0, 1),)),
     ("cell-input-expanded", "GRUCell", {}, lambda: (_x(1, 3).expand(2, 3), _x(1, 5).expand(2, 5))),
     ("cell-input-transposed", "LSTMCell", {}, lambda: (_x(3, 2).t(), (_x(5, 2).t(), _x(2, 5)))),
