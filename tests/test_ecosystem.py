@@ -9,6 +9,8 @@ are compared in float64 where the tool allows it.
 import io
 import os
 import random
+import subprocess
+import sys
 import warnings
 from typing import List, Tuple
 
@@ -443,6 +445,22 @@ def test_torch_compile_graph_holds_rnnkits_ops_and_leaves_torch_nn_alone():
     torch._dynamo.reset()
     with pytest.raises(Exception, match="RNN, GRU, or LSTM"):
         torch.compile(nn.GRU(3, 4), backend=recording_backend, fullgraph=True)(x)
+
+
+def test_importing_rnnkit_leaves_dynamo_unimported_and_compile_still_works():
+    """Dynamo takes seconds to import: rnnkit widens its RNN gate when Dynamo is
+    imported (here by torch.compile), not by importing it."""
+    code = (
+        "import sys, torch, rnnkit\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "m = torch.nn.Sequential(rnnkit.LSTM(3, 4))\n"
+        "y = torch.compile(m, fullgraph=True, backend='eager')(torch.randn(5, 2, 3))\n"
+        "assert y[0].shape == (5, 2, 4)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("strict", [False, True])
