@@ -12,7 +12,8 @@ forward runs the engine where the engine is torch.nn's exact replacement: a
 well-formed call on CPU or CUDA tensors that share one floating dtype. Every other
 call runs torch.nn's own forward, so it behaves as torch.nn does, errors included:
   * while torch.jit.trace or an ONNX exporter records the model: they know
-    torch.nn's RNN operators (aten::lstm becomes ONNX's LSTM), not rnnkit's;
+    torch.nn's RNN operators (aten::lstm becomes ONNX's LSTM), not rnnkit's
+    (torch.fx symbolic tracing records one call_module node, as for torch.nn's);
   * under CPU autocast: what torch.nn returns there (dtypes, accepted inputs)
     depends on which of its CPU kernels runs, oneDNN's or the step-by-step one,
     chosen by CPU features and grad mode;
@@ -48,6 +49,14 @@ def _recording() -> bool:
     """True while torch.jit.trace or an ONNX exporter (TorchScript- or
     dynamo-based) records the model."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _fx_leaf(module: nn.Module, input: "torch.fx.Proxy", hx):
+    """The call as one call_module node of torch.fx symbolic tracing, the node
+    FX makes of torch.nn's own RNNs (it traces into no module from torch.nn)."""
+    tracer = input.tracer
+    args = (input,) if hx is None else (input, hx)
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
 
 
 def _engine_mode(module: nn.Module) -> Optional[str]:
@@ -192,6 +201,8 @@ class _EngineSequence(nn.RNNBase):
         forward (see the class docstring)."""
         if _recording():
             return self._torch_forward(input, hx)
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
         if isinstance(input, PackedSequence):
             return self._packed_forward(input, hx)
         plan = self._plan(input, hx) if isinstance(input, Tensor) else None
@@ -516,6 +527,8 @@ class _OneStateCell(_EngineCell):
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         """One step: the next hidden state, as torch.nn's forward."""
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
         out = self._engine_step(input, hx)
         return super().forward(input, hx) if out is None else out[0]
 
@@ -545,6 +558,8 @@ class LSTMCell(_EngineCell, nn.LSTMCell):
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[Tensor, Tensor]:
         """One step: the next (h, c), as torch.nn's forward."""
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
         out = self._engine_step(input, hx)
         return super().forward(input, hx) if out is None else (out[0], out[1])
 

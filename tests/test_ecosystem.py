@@ -423,6 +423,22 @@ def test_torch_jit_trace(model_cls, grad_while_tracing):
     assert calls
 
 
+def test_torch_fx_symbolic_trace_keeps_rnns_as_modules():
+    """FX records torch.nn's RNNs as call_module nodes; rnnkit's the same way."""
+    ref = ThirdPartySeq2Seq().double().eval()
+    mine = rnnkit.convert(ThirdPartySeq2Seq().double().eval())
+    mine.load_state_dict(ref.state_dict())
+    graphs = [torch.fx.symbolic_trace(m) for m in (ref, mine)]
+    nodes = [[(n.op, str(n.target)) for n in g.graph.nodes] for g in graphs]
+    assert nodes[0] == nodes[1]
+    assert ("call_module", "decoder.0") in nodes[1] and ("call_module", "post.gru") in nodes[1]
+    x = _model_input()
+    with engine_calls() as calls:
+        got = graphs[1](x)
+    assert calls
+    assert_all_close(list(got), list(ref(x)), TOL64, "output")
+
+
 # ---- torch.compile ---------------------------------------------------------------------------
 
 def test_torch_compile_graph_holds_rnnkits_ops_and_leaves_torch_nn_alone():
