@@ -1,36 +1,147 @@
-"""Drop-in replacements for torch.nn.LSTM/GRU/RNN and LSTMCell/GRUCell/RNNCell.
+"""rnnkit's LSTM, GRU, RNN, LSTMCell, GRUCell and RNNCell: torch.nn's own classes
+with the recurrence run by the rnnkit engine.
 
-Constructors, parameter names and order, initialisation, input conventions,
-errors and reprs follow torch.nn, so a torch.nn state_dict loads here (and back)
-with strict=True and the same inputs give the same results. The recurrence
-itself runs in the rnnkit engine (rnnkit.ops), one layer and one direction per
-call; this file only arranges layers, directions, dropout and the input layouts.
+Each class subclasses its torch.nn twin (rnnkit.LSTM is an nn.LSTM and an
+nn.RNNBase; rnnkit.LSTMCell an nn.LSTMCell and an nn.RNNCellBase) and replaces
+only forward. Constructor, parameters (names, order, initialisation), state_dict,
+repr, flatten_parameters and pickling are torch.nn's. The classes keep no state of
+their own, so a module can change between a torch.nn class and its rnnkit twin in
+place (rnnkit.convert), and torch.load(weights_only=True) accepts them.
 
-Parameters are always read from the module at forward time (never cached), so
-.to(), deepcopy, pickling, parametrizations and torch.func.functional_call work.
+forward runs the engine where the engine is torch.nn's exact replacement: a
+well-formed call on CPU or CUDA tensors that share one floating dtype. Every other
+call runs torch.nn's own forward, so it behaves as torch.nn does, errors included:
+  * while torch.jit.trace or an ONNX exporter records the model: they know
+    torch.nn's RNN operators (aten::lstm becomes ONNX's LSTM), not rnnkit's
+    (torch.fx symbolic tracing records one call_module node, as for torch.nn's);
+  * under CPU autocast: what torch.nn returns there (dtypes, accepted inputs)
+    depends on which of its CPU kernels runs, oneDNN's or the step-by-step one,
+    chosen by CPU features and grad mode;
+  * on other devices (meta, ...), and for anything malformed or degenerate: mixed
+    dtypes or devices, wrong shapes, seq_len 0, hidden_size 0, hx of the wrong kind.
+Under CUDA autocast the engine runs in the dtype torch.nn runs in (see
+_cuda_autocast_dtype). torch.jit.script scripts the torch.nn twin
+(__prepare_scriptable__).
+
+Parameters are read from the module at every call (never cached), so .to(),
+deepcopy, parametrizations and torch.func.functional_call work.
 """
-import math
-import numbers
-import warnings
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence
 
-from . import cells, ops
+from . import ops
+from .cells import KINDS
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
+# The dtypes the engine has kernels for (on the CPU and CUDA).
+_ENGINE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+SequenceInput = Union[Tensor, PackedSequence]
+Device = Optional[Union[torch.device, str, int]]
 
 
-def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    """The dtype autocast would run an RNN on x in (as torch.nn does on CUDA), or None.
-    Like autocast itself, float64 is left alone."""
-    if x.dtype != torch.float64 and torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
+def _recording() -> bool:
+    """True while torch.jit.trace or an ONNX exporter (TorchScript- or
+    dynamo-based) records the model."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _fx_leaf(module: nn.Module, input: "torch.fx.Proxy", hx):
+    """The call as one call_module node of torch.fx symbolic tracing, the node
+    FX makes of torch.nn's own RNNs (it traces into no module from torch.nn)."""
+    tracer = input.tracer
+    args = (input,) if hx is None else (input, hx)
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
+
+
+def _engine_mode(module: nn.Module) -> Optional[str]:
+    """The engine mode of a module's kind (cells.KINDS), None for a kind the
+    engine has not (an RNNCell with an unknown nonlinearity)."""
+    nonlinearity = getattr(module, "nonlinearity", None)
+    for kind in KINDS.values():
+        if isinstance(module, (kind.torch_layer, kind.torch_cell)) \
+                and kind.nonlinearity == nonlinearity:
+            return kind.mode
+    return None
+
+
+def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """t in dtype (t itself when it already is, without a dispatch)."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def _cuda_autocast_dtype(sequence: bool, x: Tensor) -> Optional[torch.dtype]:
+    """The dtype torch.nn computes in under CUDA autocast, None without autocast.
+
+    torch.nn's cells are on autocast's lower-precision list: the autocast dtype.
+    Its sequence modules on cuDNN go through cuDNN's own autocast wrapper, which
+    casts to float16 whatever the autocast dtype; off cuDNN they step through the
+    cells, so again the autocast dtype.
+    """
+    if not torch.is_autocast_enabled("cuda"):
+        return None
+    if sequence and torch.backends.cudnn.is_acceptable(x):
+        return torch.float16
+    return torch.get_autocast_dtype("cuda")
+
+
+def _engine_dtype(tensors: List[Tensor], sequence: bool) -> Optional[torch.dtype]:
+    """The one dtype the engine runs a call in (tensors: the input first, then
+    states and weights), or None where torch.nn must run it: tensors on several
+    devices or on one the engine has no kernels for, CPU autocast, mixed or
+    non-floating dtypes. Under CUDA autocast every floating tensor but a float64
+    one is cast, as autocast itself does."""
+    x = tensors[0]
+    device = x.device
+    if not all(isinstance(t, Tensor) for t in tensors):
+        return None
+    if device.type == "cpu":
+        on_device = all(t.is_cpu for t in tensors)  # cheaper than comparing t.device
+    else:
+        on_device = device.type == "cuda" and \
+            all(t.is_cuda and t.get_device() == device.index for t in tensors)
+    if not on_device:
+        return None
+    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return None
+    cast = _cuda_autocast_dtype(sequence, x) if device.type == "cuda" else None
+    if cast is None:
+        dtype = x.dtype
+        same = all(t.dtype == dtype for t in tensors)
+    else:
+        def runs_in(t):
+            return cast if t.is_floating_point() and t.dtype != torch.float64 else t.dtype
+        dtype = runs_in(x)
+        same = all(runs_in(t) == dtype for t in tensors)
+    return dtype if same and dtype in _ENGINE_DTYPES else None
+
+
+def _is_pair(hx) -> bool:
+    return isinstance(hx, (tuple, list)) and len(hx) == 2 and \
+        all(isinstance(s, Tensor) for s in hx)
+
+
+def _batch_sizes_problem(batch_sizes, rows: int) -> Optional[str]:
+    """What is wrong with a PackedSequence's batch_sizes for `rows` packed rows,
+    or None. batch_sizes lives on the CPU, so this costs no device sync."""
+    if not isinstance(batch_sizes, Tensor):
+        return f"is a {type(batch_sizes).__name__}, not a tensor"
+    if batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
+        return f"must be an int64 CPU tensor, got {batch_sizes.dtype} on {batch_sizes.device}"
+    if batch_sizes.dim() != 1 or batch_sizes.numel() == 0:
+        return f"must be a non-empty 1-D tensor, got shape {tuple(batch_sizes.shape)}"
+    if int(batch_sizes.min()) <= 0:
+        return "must be positive (every step holds at least one sequence)"
+    if batch_sizes.numel() > 1 and bool((batch_sizes[1:] > batch_sizes[:-1]).any()):
+        return "must not increase (sequences are sorted by decreasing length)"
+    total = int(batch_sizes.sum())
+    if total != rows:
+        return f"sums to {total} but the packed data has {rows} rows"
     return None
 
 
@@ -39,9 +150,8 @@ def _packed_layout(batch_sizes: Tensor, device: torch.device) -> Tuple[Tensor, T
 
     Packed data is time-major: step t holds sequences 0..batch_sizes[t]-1, so
     the packed rows are exactly the valid cells of the (T, B) grid in row-major
-    order. batch_sizes lives on the CPU, so this costs no device sync.
-    Returns the flat grid index of every packed row, the per-sequence lengths
-    (sorted order, as the engine wants them), T and B.
+    order. Returns the flat grid index of every packed row, the per-sequence
+    lengths (sorted order, as the engine wants them), T and B.
     """
     steps = batch_sizes.numel()
     batch = int(batch_sizes[0])
@@ -51,237 +161,154 @@ def _packed_layout(batch_sizes: Tensor, device: torch.device) -> Tuple[Tensor, T
     return index.to(device), lengths.to(device), steps, batch
 
 
+def _same_kind_of_error(error: Exception, message: str) -> Exception:
+    """An exception of error's type with a clearer message (error itself where
+    that type cannot be built from a message)."""
+    try:
+        return type(error)(message)
+    except Exception:
+        return error
+
+
 # ---- sequence modules ----------------------------------------------------------
 
-class _RNNBase(nn.Module):
-    """Shared by RNN, LSTM and GRU: parameters, checks, layers × directions."""
+class _Plan(NamedTuple):
+    """A sequence call the engine runs: engine mode and dtype, the time-major input
+    (L, N, H_in) (for a PackedSequence its packed rows), the (D*num_layers, N, .)
+    states and every layer-direction's weights in torch.nn's order."""
+    mode: str
+    dtype: torch.dtype
+    x: Tensor
+    states: List[Tensor]
+    weights: List[List[Tensor]]
 
-    def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None) -> None:
-        super().__init__()
-        self.mode = mode
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
-        self.proj_size = proj_size
 
-        # The same checks, in the same order and with the same exception types, as torch.nn.
-        if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
-                or not 0 <= dropout <= 1):
-            raise ValueError("dropout should be a number in range [0, 1] representing the "
-                             "probability of an element being zeroed")
-        if dropout > 0 and num_layers == 1:
-            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
-                          "non-zero dropout expects num_layers greater than 1, but got "
-                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
-        for name, value, kind in (("bias", bias, bool), ("batch_first", batch_first, bool),
-                                  ("input_size", input_size, int)):
-            if not isinstance(value, kind):
-                raise TypeError(f"{name} should be of type {kind.__name__}, got: "
-                                f"{type(value).__name__}")
-        if input_size <= 0:
-            raise ValueError("input_size must be greater than zero")
-        if not isinstance(hidden_size, int):
-            raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
-        if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
-        if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable "
-                             "projections")
-        if proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
-        if mode not in cells.KINDS:
-            raise ValueError("Unrecognized RNN mode: " + mode)
+class _EngineSequence(nn.RNNBase):
+    """forward of RNN, LSTM and GRU on the engine; each class puts it in front of
+    its torch.nn class, whose forward runs every call the engine does not take."""
 
-        # Registration order matters: it fixes state_dict order and, with
-        # reset_parameters drawing in that order, gives torch.nn's exact init
-        # under the same seed.
-        factory = {"device": device, "dtype": dtype}
-        gate_size = cells.kind(mode).gates * hidden_size
-        out_size = proj_size if proj_size > 0 else hidden_size
-        directions = 2 if bidirectional else 1
-        self._flat_weights_names: List[str] = []
-        self._all_weights: List[List[str]] = []
-        for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else out_size * directions
-            for direction in range(directions):
-                shapes = [("weight_ih", (gate_size, layer_input)),
-                          ("weight_hh", (gate_size, out_size))]
-                if bias:
-                    shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
-                if proj_size > 0:
-                    shapes += [("weight_hr", (proj_size, hidden_size))]
-                names = []
-                for stem, shape in shapes:
-                    name = stem + self._suffix(layer, direction)
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(name)
-                self._flat_weights_names.extend(names)
-                self._all_weights.append(names)
-        self.reset_parameters()
+    def _torch_forward(self, input, hx):
+        return super().forward(input, hx)
 
-    @staticmethod
-    def _suffix(layer: int, direction: int) -> str:
-        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script compiles torch.nn's forward: it scripts the torch.nn twin
+        of this module, which shares this module's parameters."""
+        from .convert import torch_twin
+        return torch_twin(self)
 
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            init.uniform_(weight, -bound, bound)
-
-    def flatten_parameters(self) -> None:
-        """No-op: rnnkit reads the parameters as they are (kept for torch.nn code)."""
-
-    @property
-    def all_weights(self) -> List[List[nn.Parameter]]:
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
-
-    @property
-    def _flat_weights(self) -> List[Tensor]:
-        # Computed on demand rather than cached, so it never goes stale.
-        return [getattr(self, name) for name in self._flat_weights_names]
-
-    def extra_repr(self) -> str:
-        s = "{input_size}, {hidden_size}"
-        if self.proj_size != 0:
-            s += ", proj_size={proj_size}"
-        if self.num_layers != 1:
-            s += ", num_layers={num_layers}"
-        if self.bias is not True:
-            s += ", bias={bias}"
-        if self.batch_first is not False:
-            s += ", batch_first={batch_first}"
-        if self.dropout != 0:
-            s += ", dropout={dropout}"
-        if self.bidirectional is not False:
-            s += ", bidirectional={bidirectional}"
-        return s.format(**self.__dict__)
-
-    # -- hidden state: one tensor (h) for RNN/GRU, two (h, c) for LSTM; LSTM overrides
-
-    def _states_from_hx(self, hx) -> List[Tensor]:
-        return [hx]
-
-    def _hx_from_states(self, states: List[Tensor]):
-        return states[0]
-
-    def _state_shapes(self, batch: int) -> List[Tuple[int, int, int]]:
-        layers = self.num_layers * (2 if self.bidirectional else 1)
-        return [(layers, batch, self.proj_size or self.hidden_size)]
-
-    def _check_state_dims(self, states: List[Tensor], batched: bool) -> None:
-        want = 3 if batched else 2
-        if all(s.dim() == want for s in states):
-            return
-        kind = "batched 3-D" if batched else "unbatched 2-D"
-        if len(states) == 1:
-            raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got "
-                               f"{states[0].dim()}-D tensor")
-        dims = ", ".join(f"{s.dim()}-D" for s in states)
-        raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
-                           f"({dims}) tensors")
-
-    def _check_input(self, x: Tensor, packed: bool) -> None:
-        weight = self.weight_ih_l0
-        if x.dtype != weight.dtype and _autocast_dtype(x) is None:
-            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype "
-                             f"({weight.dtype}). Convert input: input.to({weight.dtype}), "
-                             f"or convert model: model.to({x.dtype})")
-        if x.device != weight.device:
-            raise RuntimeError(f"RNN input is on {x.device} but the weights are on {weight.device}")
-        want = 2 if packed else 3
-        if x.dim() != want:
-            raise RuntimeError(f"input must have {want} dimensions, got {x.dim()}")
-        if x.size(-1) != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. "
-                               f"Expected {self.input_size}, got {x.size(-1)}")
-
-    def _check_states(self, states: List[Tensor], x: Tensor, batch: int) -> None:
-        expected = self._state_shapes(batch)
-        for i, (s, shape) in enumerate(zip(states, expected)):
-            if tuple(s.shape) != shape:
-                what = "hidden" if len(states) == 1 else f"hidden[{i}]"
-                raise RuntimeError(f"Expected {what} size {shape}, got {list(s.shape)}")
-            if s.dtype != x.dtype and _autocast_dtype(x) is None:
-                raise RuntimeError(f"Expected the initial state to have dtype {x.dtype} like the "
-                                   f"input, got {s.dtype}")
-            if s.device != x.device:
-                raise RuntimeError(f"Expected the initial state on {x.device} like the input, "
-                                   f"got {s.device}")
-
-    def forward(self, input, hx=None):
-        name = type(self).__name__
-        packed = isinstance(input, PackedSequence)
-        states = None if hx is None else self._states_from_hx(hx)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            self._check_input(data, packed=True)
-            index, lengths, steps, batch = _packed_layout(batch_sizes, data.device)
-            # Padded, time-major, in the sorted order of the packed batch.
-            x = data.new_zeros((steps * batch, data.size(-1))).index_copy(0, index, data)
-            x = x.view(steps, batch, data.size(-1))
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, "
-                                 f"got {input.dim()}D instead")
-            batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
-            if not batched:
-                input = input.unsqueeze(batch_dim)
-            if states is not None:
-                self._check_state_dims(states, batched)
-                if not batched:
-                    states = [s.unsqueeze(1) for s in states]
-            self._check_input(input, packed=False)
-            x = input.transpose(0, 1) if self.batch_first else input
-            batch, lengths, sorted_indices, unsorted_indices = x.size(1), None, None, None
-
-        if states is None:
-            states = [x.new_zeros(shape) for shape in self._state_shapes(batch)]
-        else:
-            self._check_states(states, x, batch)
-            if sorted_indices is not None:
-                # The user's states follow the user's batch order; the packed batch is sorted.
-                states = [s.index_select(1, sorted_indices) for s in states]
-
-        y, final = self._run_layers(x, states, lengths)
-
-        if unsorted_indices is not None:
-            final = [s.index_select(1, unsorted_indices) for s in final]
-        if packed:
-            out = y.reshape(steps * batch, y.size(-1)).index_select(0, index)
-            return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
-                self._hx_from_states(final)
+    def forward(self, input: SequenceInput, hx=None):
+        """Runs the layers over input: the inputs, outputs and errors of torch.nn's
+        forward (see the class docstring)."""
+        if _recording():
+            return self._torch_forward(input, hx)
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
+        if isinstance(input, PackedSequence):
+            return self._packed_forward(input, hx)
+        plan = self._plan(input, hx) if isinstance(input, Tensor) else None
+        if plan is None:
+            return self._torch_forward(input, hx)
+        y, final = self._run_layers(plan, plan.x, plan.states, None)
         if self.batch_first:
             y = y.transpose(0, 1)
-        if not batched:
-            y = y.squeeze(batch_dim)
+        if input.dim() == 2:  # unbatched
+            y = y.squeeze(0 if self.batch_first else 1)
             final = [s.squeeze(1) for s in final]
         return y, self._hx_from_states(final)
 
-    def _run_layers(self, x: Tensor, states: List[Tensor], lengths: Optional[Tensor]):
-        """Layers × directions over time-major x (T, B, I); states are (L*D, B, ·)."""
-        cast = _autocast_dtype(x)
-        if cast is not None:
-            x, states = x.to(cast), [s.to(cast) for s in states]
-        h0 = states[0]
-        c0 = states[1] if len(states) > 1 else None
+    def _packed_forward(self, input: PackedSequence, hx):
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if not isinstance(data, Tensor) or data.dim() == 0:
+            return self._torch_forward(input, hx)
+        problem = _batch_sizes_problem(batch_sizes, data.size(0))
+        if problem is not None:
+            # torch.nn decides (it raises, or ignores rows past the last step); its
+            # errors do not say that batch_sizes is what is wrong.
+            try:
+                return self._torch_forward(input, hx)
+            except Exception as error:
+                raise _same_kind_of_error(
+                    error, f"{type(self).__name__}: PackedSequence.batch_sizes {problem} "
+                    "(build PackedSequences with pack_padded_sequence or pack_sequence)"
+                ) from error
+        plan = self._plan(input, hx)
+        if plan is None:
+            return self._torch_forward(input, hx)
+        index, lengths, steps, batch = _packed_layout(batch_sizes, data.device)
+        # Padded, time-major, in the sorted order of the packed batch.
+        x = data.new_zeros((steps * batch, data.size(-1))).index_copy(0, index, data)
+        x = x.view(steps, batch, data.size(-1))
+        states = plan.states
+        if sorted_indices is not None:
+            # The user's states follow the user's batch order; the packed batch is sorted.
+            states = [s.index_select(1, sorted_indices) for s in states]
+        y, final = self._run_layers(plan, x, states, lengths)
+        if unsorted_indices is not None:
+            final = [s.index_select(1, unsorted_indices) for s in final]
+        out = y.reshape(steps * batch, y.size(-1)).index_select(0, index)
+        return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
+            self._hx_from_states(final)
+
+    def _plan(self, input: SequenceInput, hx) -> Optional[_Plan]:
+        """What the engine needs for this call where it runs the call exactly as
+        torch.nn would; None otherwise (torch.nn runs it)."""
+        packed = isinstance(input, PackedSequence)
+        x = input.data if packed else input
+        mode = _engine_mode(self)
+        if x.dim() not in ((2,) if packed else (2, 3)) or x.size(-1) != self.input_size \
+                or mode is None:
+            return None
+        batched = packed or x.dim() == 3
+        if packed:
+            steps, batch = input.batch_sizes.numel(), int(input.batch_sizes[0])
+        else:
+            if not batched:
+                x = x.unsqueeze(0 if self.batch_first else 1)
+            if self.batch_first:
+                x = x.transpose(0, 1)
+            steps, batch = x.size(0), x.size(1)
+        if steps == 0:
+            return None
+        shapes = self._state_shapes(batch)
+        if hx is None:
+            states = [x.new_zeros(shape) for shape in shapes]
+        else:
+            states = self._states_from_hx(hx)
+            if states is None or any(s.dim() != (3 if batched else 2) for s in states):
+                return None
+            if not batched:
+                states = [s.unsqueeze(1) for s in states]
+            if [tuple(s.shape) for s in states] != shapes:
+                return None
+        if packed:
+            for indices in (input.sorted_indices, input.unsorted_indices):
+                if indices is not None and (not isinstance(indices, Tensor) or
+                                            indices.dtype != torch.int64 or
+                                            tuple(indices.shape) != (batch,)):
+                    return None
+        # Read once: a parametrized weight is computed at every read.
+        weights = [[getattr(self, name) for name in names] for names in self._all_weights]
+        dtype = _engine_dtype([x] + states + [w for ws in weights for w in ws], sequence=True)
+        if dtype is None:
+            return None
+        return _Plan(mode, dtype, x, states, weights)
+
+    def _run_layers(self, plan: _Plan, x: Tensor, states: List[Tensor],
+                    lengths: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """Layers x directions over time-major x (T, B, I); states are (L*D, B, .)."""
+        dtype = plan.dtype
+        x = _as(x, dtype)
+        h0 = _as(states[0], dtype)
+        c0 = _as(states[1], dtype) if len(states) > 1 else None
         directions = 2 if self.bidirectional else 1
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
-                weights = self._layer_weights(layer, direction, cast)
-                y, h, c = ops.rnn_layer(x, h0[k], None if c0 is None else c0[k], *weights,
-                                        lengths=lengths, mode=self.mode, reverse=direction == 1)
+                y, h, c = ops.rnn_layer(x, h0[k], None if c0 is None else c0[k],
+                                        *self._engine_weights(plan.weights[k], dtype),
+                                        lengths=lengths, mode=plan.mode, reverse=direction == 1)
                 outputs.append(y)
                 h_n.append(h)
                 c_n.append(c)
@@ -291,70 +318,131 @@ class _RNNBase(nn.Module):
         final = [torch.stack(h_n)] + ([torch.stack(c_n)] if c0 is not None else [])
         return x, final
 
-    def _layer_weights(self, layer: int, direction: int, cast: Optional[torch.dtype]):
-        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction, None where absent."""
-        suffix = self._suffix(layer, direction)
+    def _engine_weights(self, weights: List[Tensor], dtype: torch.dtype):
+        """(w_ih, w_hh, b_ih, b_hh, w_hr), None where absent, from one
+        layer-direction's weights in torch.nn's order w_ih, w_hh[, b_ih, b_hh][, w_hr]."""
+        weights = [_as(w, dtype) for w in weights]
+        b_ih, b_hh = weights[2:4] if self.bias else (None, None)
+        return weights[0], weights[1], b_ih, b_hh, weights[-1] if self.proj_size > 0 else None
 
-        def get(stem, present=True):
-            if not present:
-                return None
-            w = getattr(self, stem + suffix)
-            return w if cast is None else w.to(cast)
+    # -- hidden state: one tensor (h) for RNN and GRU, a pair (h, c) for LSTM
 
-        return (get("weight_ih"), get("weight_hh"), get("bias_ih", self.bias),
-                get("bias_hh", self.bias), get("weight_hr", self.proj_size > 0))
+    def _states_from_hx(self, hx) -> Optional[List[Tensor]]:
+        return [hx] if isinstance(hx, Tensor) else None
 
+    def _hx_from_states(self, states: List[Tensor]):
+        return states[0]
 
-def _reject_proj_size(name: str, kwargs: dict) -> None:
-    # torch.nn takes **kwargs here and singles out proj_size with a ValueError.
-    if "proj_size" in kwargs:
-        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-    if kwargs:
-        raise TypeError(f"{name}.__init__() got an unexpected keyword argument "
-                        f"'{next(iter(kwargs))}'")
+    def _state_shapes(self, batch: int) -> List[Tuple[int, int, int]]:
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        return [(layers, batch, self.proj_size or self.hidden_size)]
 
 
-class RNN(_RNNBase):
-    """Elman RNN, h' = tanh or relu(W_ih x + b_ih + W_hh h + b_hh); drop-in for torch.nn.RNN."""
+_SEQUENCE_DOC = """
+
+    Drop-in for torch.nn.{name}: it *is* a torch.nn.{name} (subclass) with the
+    same constructor, parameters, state_dict and outputs; the recurrence runs in
+    rnnkit's fused kernels. See torch.nn.{name} for the equations.
+
+    Args:
+        input_size: features of the input x.
+        hidden_size: features of the hidden state h.
+        num_layers: stacked recurrent layers. Default: 1.{extra_args}
+        bias: whether the layers have bias_ih and bias_hh. Default: True.
+        batch_first: input and output are (N, L, .) instead of (L, N, .); the
+            states keep (D*num_layers, N, .). Default: False.
+        dropout: dropout on the outputs of every layer but the last, in training
+            only. Default: 0.
+        bidirectional: run each layer both ways and concatenate. Default: False.{proj_arg}
+        device, dtype: where and in what the parameters are created.
+
+    Inputs: input, {hx_name}
+        input: (L, N, H_in), (N, L, H_in) if batch_first, (L, H_in) unbatched,
+            or a PackedSequence.
+        {hx_doc}
+
+    Outputs: output, {hn_name}
+        output: (L, N, D*{out_width}), (N, L, .) if batch_first, (L, .)
+            unbatched; a PackedSequence for a PackedSequence input.
+        {hn_doc}
+
+    D is 2 when bidirectional, else 1. Anything rnnkit's engine does not take
+    exactly as torch.nn (see rnnkit.modules) runs torch.nn's own forward.
+"""
+
+
+class _OneStateSequence(_EngineSequence):
+    """forward of the sequence modules whose state is one tensor (RNN, GRU)."""
+
+    def forward(self, input: SequenceInput, hx: Optional[Tensor] = None
+                ) -> Tuple[SequenceInput, Tensor]:
+        """(output, h_n) for input and h_0, as torch.nn's forward (class docstring)."""
+        return super().forward(input, hx)
+
+
+_ONE_STATE_SEQUENCE = dict(
+    proj_arg="", hx_name="h_0", hn_name="h_n", out_width="H_out",
+    hx_doc="h_0: (D*num_layers, N, H_out) or (D*num_layers, H_out); zeros if None.",
+    hn_doc="h_n: (D*num_layers, N, H_out), the final hidden state.")
+
+
+class RNN(_OneStateSequence, nn.RNN):
+    __doc__ = """Elman RNN, h' = tanh or relu(W_ih x + b_ih + W_hh h + b_hh).""" + \
+        _SEQUENCE_DOC.format(
+            name="RNN", extra_args="\n        nonlinearity: 'tanh' or 'relu'. Default: 'tanh'.",
+            **_ONE_STATE_SEQUENCE)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 **kwargs) -> None:
-        _reject_proj_size("RNN", kwargs)
-        modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
-        if nonlinearity not in modes:
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. "
-                             "Select from 'tanh' or 'relu'.")
-        super().__init__(modes[nonlinearity], input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, device, dtype)
-        self.nonlinearity = nonlinearity
+                 dropout: float = 0.0, bidirectional: bool = False, device: Device = None,
+                 dtype: Optional[torch.dtype] = None, **kwargs) -> None:
+        """See the class docstring; the arguments of torch.nn.RNN."""
+        # torch.nn turns kwargs it does not know into its own errors (proj_size: ValueError).
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
+                         bias=bias, batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, device=device, dtype=dtype, **kwargs)
 
 
-class GRU(_RNNBase):
-    """GRU with torch.nn's gate order r, z, n; drop-in for torch.nn.GRU."""
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, **kwargs) -> None:
-        _reject_proj_size("GRU", kwargs)
-        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, device, dtype)
-
-
-class LSTM(_RNNBase):
-    """LSTM with torch.nn's gate order i, f, g, o and optional projection; drop-in for
-    torch.nn.LSTM. hx is a pair (h_0, c_0); h is proj_size wide when proj_size > 0."""
+class GRU(_OneStateSequence, nn.GRU):
+    __doc__ = """GRU with torch.nn's gates r, z, n:
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.""" + \
+        _SEQUENCE_DOC.format(name="GRU", extra_args="", **_ONE_STATE_SEQUENCE)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None) -> None:
-        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype)
+                 device: Device = None, dtype: Optional[torch.dtype] = None, **kwargs) -> None:
+        """See the class docstring; the arguments of torch.nn.GRU."""
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device=device, dtype=dtype, **kwargs)
 
-    def _states_from_hx(self, hx) -> List[Tensor]:
-        h, c = hx
-        return [h, c]
+
+class LSTM(_EngineSequence, nn.LSTM):
+    __doc__ = """LSTM with torch.nn's gates i, f, g, o and optional projection
+    h = W_hr (o * tanh(c)).""" + _SEQUENCE_DOC.format(
+        name="LSTM", extra_args="",
+        proj_arg="\n        proj_size: width of h when > 0 (c keeps hidden_size). Default: 0.",
+        hx_name="(h_0, c_0)", hn_name="(h_n, c_n)", out_width="H_out",
+        hx_doc="(h_0, c_0): (D*num_layers, N, H_out) and (D*num_layers, N, hidden_size),\n"
+               "            without N when unbatched; zeros if None. H_out is proj_size\n"
+               "            when > 0, else hidden_size.",
+        hn_doc="(h_n, c_n): the final states, shaped like (h_0, c_0).")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device: Device = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
+        """See the class docstring; the arguments of torch.nn.LSTM."""
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device=device, dtype=dtype)
+
+    def forward(self, input: SequenceInput, hx: Optional[Tuple[Tensor, Tensor]] = None
+                ) -> Tuple[SequenceInput, Tuple[Tensor, Tensor]]:
+        """(output, (h_n, c_n)) for input and (h_0, c_0), as torch.nn's forward
+        (class docstring)."""
+        return super().forward(input, hx)
+
+    def _states_from_hx(self, hx) -> Optional[List[Tensor]]:
+        return list(hx) if _is_pair(hx) else None
 
     def _hx_from_states(self, states: List[Tensor]):
         return states[0], states[1]
@@ -366,141 +454,119 @@ class LSTM(_RNNBase):
 
 # ---- cells ---------------------------------------------------------------------
 
-class _RNNCellBase(nn.Module):
-    """Shared by RNNCell, LSTMCell and GRUCell: parameters, checks, one engine step."""
+class _EngineCell(nn.RNNCellBase):
+    """forward of RNNCell, LSTMCell and GRUCell on the engine: one step."""
 
-    _mode = ""
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script scripts the torch.nn twin (sharing the parameters)."""
+        from .convert import torch_twin
+        return torch_twin(self)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool, num_chunks: int,
-                 device=None, dtype=None) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        gate_size = num_chunks * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory))
-        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
-        else:
-            # Registered as None (not absent), exactly like torch.nn's cells.
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
+    def _states_from_hx(self, hx) -> Optional[List[Tensor]]:
+        return [hx] if isinstance(hx, Tensor) else None
 
-    def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            init.uniform_(weight, -bound, bound)
-
-    def extra_repr(self) -> str:
-        s = "{input_size}, {hidden_size}"
-        if "bias" in self.__dict__ and self.bias is not True:
-            s += ", bias={bias}"
-        if "nonlinearity" in self.__dict__ and self.nonlinearity != "tanh":
-            s += ", nonlinearity={nonlinearity}"
-        return s.format(**self.__dict__)
-
-    def _step(self, input: Tensor, states: Optional[List[Tensor]], state_names: List[str]):
-        """Checks as torch.nn, then one step. Returns the new states, batched like input."""
-        name = type(self).__name__
-        if input.dim() not in (1, 2):
-            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if states is not None:
-            for what, s in zip(state_names, states):
-                if s.dim() not in (1, 2):
-                    raise ValueError(f"{name}: Expected {what} to be 1D or 2D, "
-                                     f"got {s.dim()}D instead")
+    def _engine_step(self, input, hx) -> Optional[List[Tensor]]:
+        """The new states (batched like input), or None where torch.nn must run the
+        call: anything the engine does not take exactly as torch.nn would."""
+        if _recording() or not isinstance(input, Tensor) or input.dim() not in (1, 2):
+            return None
+        states = None if hx is None else self._states_from_hx(hx)
+        if hx is not None and states is None:
+            return None
+        mode = _engine_mode(self)
+        if mode is None or self.hidden_size == 0 or input.size(-1) != self.input_size:
+            return None
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
-        batch = x.size(0)
         if states is None:
-            states = [x.new_zeros((batch, self.hidden_size)) for _ in state_names]
+            states = [x.new_zeros((x.size(0), self.hidden_size))
+                      for _ in range(2 if mode == "LSTM" else 1)]
+        elif any(s.dim() != input.dim() or s.size(-1) != self.hidden_size for s in states):
+            return None
         elif not batched:
             states = [s.unsqueeze(0) for s in states]
-
-        cast = _autocast_dtype(x)
-        if cast is None and x.dtype != self.weight_ih.dtype:
-            raise RuntimeError(f"{name}: input dtype ({x.dtype}) does not match weight dtype "
-                               f"({self.weight_ih.dtype})")
-        if x.device != self.weight_ih.device:
-            raise RuntimeError(f"{name}: input is on {x.device} but the weights are on "
-                               f"{self.weight_ih.device}")
-        if x.size(1) != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} "
-                               f"expected {self.input_size}")
-        for i, s in enumerate(states):
-            if s.dim() != 2 or s.size(0) != batch:
-                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{i} batch size "
-                                   f"{s.size(0) if s.dim() == 2 else list(s.shape)}")
-            if s.size(1) != self.hidden_size:
-                raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {s.size(1)}, "
-                                   f"expected {self.hidden_size}")
-            if cast is None and s.dtype != x.dtype:
-                raise RuntimeError(f"{name}: hidden{i} dtype ({s.dtype}) does not match input "
-                                   f"dtype ({x.dtype})")
-            if s.device != x.device:
-                raise RuntimeError(f"{name}: hidden{i} is on {s.device} but the input is on "
-                                   f"{x.device}")
-
+        if any(s.size(0) != x.size(0) for s in states):
+            return None
         params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        if cast is not None:
-            x = x.to(cast)
-            states = [s.to(cast) for s in states]
-            params = [None if p is None else p.to(cast) for p in params]
+        dtype = _engine_dtype([x] + states + [p for p in params if p is not None], sequence=False)
+        if dtype is None:
+            return None
+        x, states = _as(x, dtype), [_as(s, dtype) for s in states]
+        params = [_as(p, dtype) for p in params]
         h, c = ops.rnn_cell(x, states[0], states[1] if len(states) > 1 else None, *params,
-                            mode=self._cell_mode())
+                            mode=mode)
         out = [h] if c is None else [h, c]
         return out if batched else [s.squeeze(0) for s in out]
 
-    def _cell_mode(self) -> str:
-        return self._mode
+
+_CELL_DOC = """
+
+    Drop-in for torch.nn.{name}: it *is* a torch.nn.{name} (subclass) with the
+    same constructor, parameters and outputs; the step runs in rnnkit's fused
+    kernels. See torch.nn.{name} for the equations.
+
+    Args:
+        input_size: features of the input x.
+        hidden_size: features of the hidden state h.
+        bias: whether the cell has bias_ih and bias_hh. Default: True.{extra_args}
+        device, dtype: where and in what the parameters are created.
+
+    Inputs: input, {hx_name}
+        input: (N, input_size) or (input_size) unbatched.
+        {hx_doc}
+
+    Outputs: {out_doc}
+
+    Anything rnnkit's engine does not take exactly as torch.nn (see
+    rnnkit.modules) runs torch.nn's own forward.
+"""
 
 
-class RNNCell(_RNNCellBase):
-    """One Elman RNN step; drop-in for torch.nn.RNNCell."""
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:
-        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
-        self.nonlinearity = nonlinearity
-
-    def _cell_mode(self) -> str:
-        # torch.nn accepts any nonlinearity at construction and fails at forward.
-        modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
-        if self.nonlinearity not in modes:
-            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return modes[self.nonlinearity]
-
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        return self._step(input, None if hx is None else [hx], ["hidden"])[0]
-
-
-class GRUCell(_RNNCellBase):
-    """One GRU step; drop-in for torch.nn.GRUCell."""
-
-    _mode = "GRU"
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
-        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+class _OneStateCell(_EngineCell):
+    """forward of the cells whose state is one tensor (RNNCell, GRUCell)."""
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        return self._step(input, None if hx is None else [hx], ["hidden"])[0]
+        """One step: the next hidden state, as torch.nn's forward."""
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
+        out = self._engine_step(input, hx)
+        return super().forward(input, hx) if out is None else out[0]
 
 
-class LSTMCell(_RNNCellBase):
-    """One LSTM step; drop-in for torch.nn.LSTMCell. hx is a pair (h, c)."""
+_ONE_STATE = dict(hx_name="hidden",
+                  hx_doc="hidden: (N, hidden_size) or (hidden_size); zeros if None.",
+                  out_doc="h': (N, hidden_size) or (hidden_size).")
 
-    _mode = "LSTM"
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
-        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+class RNNCell(_OneStateCell, nn.RNNCell):
+    __doc__ = "One Elman RNN step." + _CELL_DOC.format(
+        name="RNNCell", extra_args="\n        nonlinearity: 'tanh' or 'relu'. Default: 'tanh'.",
+        **_ONE_STATE)
+
+
+class GRUCell(_OneStateCell, nn.GRUCell):
+    __doc__ = "One GRU step." + _CELL_DOC.format(name="GRUCell", extra_args="", **_ONE_STATE)
+
+
+class LSTMCell(_EngineCell, nn.LSTMCell):
+    __doc__ = "One LSTM step." + _CELL_DOC.format(
+        name="LSTMCell", extra_args="",
+        hx_name="(h, c)",
+        hx_doc="(h, c): each (N, hidden_size) or (hidden_size); zeros if None.",
+        out_doc="(h', c'): each (N, hidden_size) or (hidden_size).")
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[Tensor, Tensor]:
-        h, c = self._step(input, None if hx is None else list(hx), ["hx[0]", "hx[1]"])
-        return h, c
+        """One step: the next (h, c), as torch.nn's forward."""
+        if isinstance(input, torch.fx.Proxy):
+            return _fx_leaf(self, input, hx)
+        out = self._engine_step(input, hx)
+        return super().forward(input, hx) if out is None else (out[0], out[1])
+
+    def _states_from_hx(self, hx) -> Optional[List[Tensor]]:
+        return list(hx) if _is_pair(hx) else None
+
+
+# torch.load(weights_only=True) may rebuild these classes: they hold only what
+# their torch.nn twins hold.
+torch.serialization.add_safe_globals([RNN, GRU, LSTM, RNNCell, GRUCell, LSTMCell])

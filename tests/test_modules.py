@@ -5,12 +5,16 @@ h0, c0 and every parameter. The list of configurations is fixed (generated
 below); the inputs are fresh random numbers every run (the seed is printed
 on failure; set RNNKIT_TEST_SEED to replay one).
 """
+import contextlib
 import copy
+import inspect
 import io
 import itertools
 import os
 import pickle
+import pydoc
 import random
+import typing
 import warnings
 
 import pytest
@@ -74,16 +78,41 @@ def flat_outputs(result):
     return out
 
 
+@contextlib.contextmanager
+def engine_calls():
+    """Counts the calls into rnnkit's engine (ops.rnn_layer, ops.rnn_cell) made in
+    the block: a module that ran torch.nn's forward instead makes none."""
+    calls = []
+    originals = {name: getattr(rnnkit.ops, name) for name in ("rnn_layer", "rnn_cell")}
+
+    def counted(name):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return originals[name](*args, **kwargs)
+        return call
+
+    for name in originals:
+        setattr(rnnkit.ops, name, counted(name))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(rnnkit.ops, name, original)
+
+
 def compare(ref, mine, inputs, call, dtype=torch.float64):
     """Run call(module, inputs) on both modules with separate copies of the leaf
     tensors in inputs (None allowed); compare outputs, then the gradients of
     every input leaf and every parameter under the same random upstream
-    gradients. Returns both results for extra checks."""
+    gradients. rnnkit's side must run on rnnkit's engine. Returns both results
+    for extra checks."""
     tol = TOL[dtype]
     ref_inputs = [None if t is None else t.detach().clone().requires_grad_(t.requires_grad)
                   for t in inputs]
     ref_result = call(ref, ref_inputs)
-    my_result = call(mine, inputs)
+    with engine_calls() as calls:
+        my_result = call(mine, inputs)
+    assert calls, "rnnkit ran torch.nn's forward, not its engine"
     ref_out, my_out = flat_outputs(ref_result), flat_outputs(my_result)
     assert len(ref_out) == len(my_out)
     for i, (a, b) in enumerate(zip(my_out, ref_out)):
@@ -472,6 +501,60 @@ def _outputs_equal(m1, m2, x):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+TORCH_BASES = {"LSTM": nn.RNNBase, "GRU": nn.RNNBase, "RNN": nn.RNNBase,
+               "LSTMCell": nn.RNNCellBase, "GRUCell": nn.RNNCellBase, "RNNCell": nn.RNNCellBase}
+
+
+@pytest.mark.parametrize("cls_name", TORCH_BASES)
+def test_is_the_torch_nn_class(cls_name):
+    m = getattr(rnnkit, cls_name)(3, 4)
+    assert isinstance(m, getattr(nn, cls_name)) and isinstance(m, TORCH_BASES[cls_name])
+    # ... and torch.nn's settings with it
+    assert vars(m).keys() == vars(getattr(nn, cls_name)(3, 4)).keys()
+
+
+def test_code_that_walks_a_model_for_its_rnns_finds_rnnkits():
+    """An initialiser written for torch.nn (isinstance on the torch.nn classes)."""
+    model = nn.Sequential(rnnkit.LSTM(3, 4, num_layers=2), nn.Linear(4, 4), rnnkit.GRUCell(4, 4))
+    for m in model.modules():
+        if isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
+            for name, p in m.named_parameters():
+                nn.init.zeros_(p) if name.startswith("bias") else nn.init.orthogonal_(p)
+    for m in (model[0], model[2]):
+        assert all(not p.any() for n, p in m.named_parameters() if n.startswith("bias"))
+    w = model[0].weight_hh_l1
+    torch.testing.assert_close(w.T @ w, torch.eye(4), atol=1e-5, rtol=0)  # orthogonal columns
+
+
+# The documented arguments of each constructor, in torch.nn's order.
+CONSTRUCTOR_ARGS = {
+    "RNN": ["input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first",
+            "dropout", "bidirectional", "device", "dtype"],
+    "GRU": ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+            "bidirectional", "device", "dtype"],
+    "LSTM": ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
+             "bidirectional", "proj_size", "device", "dtype"],
+    "RNNCell": ["input_size", "hidden_size", "bias", "nonlinearity", "device", "dtype"],
+    "GRUCell": ["input_size", "hidden_size", "bias", "device", "dtype"],
+    "LSTMCell": ["input_size", "hidden_size", "bias", "device", "dtype"],
+}
+
+
+@pytest.mark.parametrize("cls_name", CONSTRUCTOR_ARGS)
+def test_help_and_type_hints(cls_name):
+    cls = getattr(rnnkit, cls_name)
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert f"Drop-in for torch.nn.{cls_name}" in text
+    for word in ("input_size", "hidden_size", "Inputs:", "Outputs:"):
+        assert word in text, word
+    params = inspect.signature(cls).parameters
+    assert [p for p in params if p != "kwargs"] == CONSTRUCTOR_ARGS[cls_name]
+    assert params["input_size"].annotation is int and params["hidden_size"].annotation is int
+    hints = typing.get_type_hints(cls.forward)
+    assert {"input", "hx", "return"} <= hints.keys()
+    assert cls.forward.__doc__
+
+
 def test_deepcopy_pickle_and_torch_save():
     m = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2)
     x = torch.randn(4, 2, 3)
@@ -531,14 +614,142 @@ def test_functional_call(cls_name):
     assert not torch.equal(next(mine.parameters()), params[next(iter(params))])
 
 
-def test_autocast_cpu_runs_in_bfloat16():
-    ref, mine = make_pair("LSTM", dtype=torch.float32, input_size=3, hidden_size=5, num_layers=2)
-    x = torch.randn(4, 2, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, (h, c) = mine(x)
-        y_ref, _ = ref(x)
-    assert y.dtype == y_ref.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_ref.float(), atol=3e-2, rtol=3e-2)
+# ---- autocast: torch.nn's dtypes and rejections ------------------------------------------
+
+# Every module kind: (class name, constructor kwargs besides input_size=3, hidden_size=5).
+EVERY_KIND = {
+    "LSTM": ("LSTM", dict(num_layers=2)),
+    "LSTM_PROJ": ("LSTM", dict(proj_size=2)),
+    "GRU": ("GRU", dict(num_layers=2, bidirectional=True)),
+    "RNN_TANH": ("RNN", {}),
+    "RNN_RELU": ("RNN", dict(nonlinearity="relu")),
+    "LSTMCell": ("LSTMCell", {}),
+    "GRUCell": ("GRUCell", {}),
+    "RNNCell": ("RNNCell", {}),
+}
+
+
+def _tensor(shape, dtype, device="cpu"):
+    if dtype.is_floating_point:
+        return torch.randn(shape, device=device).to(dtype)
+    return torch.randint(-2, 3, shape, device=device, dtype=dtype)
+
+
+def kind_call(cls_name, kwargs, x_dtype, state_dtype, device="cpu"):
+    """(input, hx) for a module of the kind: batch 2, seq_len 4, input_size 3,
+    hidden_size 5; hx None without state_dtype."""
+    if cls_name.endswith("Cell"):
+        x, shapes = _tensor((2, 3), x_dtype, device), [(2, 5), (2, 5)]
+    else:
+        layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+        x = _tensor((4, 2, 3), x_dtype, device)
+        shapes = [(layers, 2, kwargs.get("proj_size") or 5), (layers, 2, 5)]
+    if state_dtype is None:
+        return x, None
+    states = [_tensor(shape, state_dtype, device) for shape in shapes]
+    return x, (tuple(states) if cls_name.startswith("LSTM") else states[0])
+
+
+def outcome(module, args):
+    """What a call does: ("ok", its outputs) or ("raises", the exception)."""
+    try:
+        return "ok", flat_outputs(module(*args))
+    except Exception as error:  # noqa: BLE001  (any exception is an outcome to compare)
+        return "raises", error
+
+
+def assert_same_outcome(ref, mine, args, tol=None, what=""):
+    """rnnkit's call does what torch.nn's does: raises an exception of the same
+    type (or a subclass), or returns outputs of the same shapes and dtypes and,
+    with tol, the same values."""
+    (ref_kind, ref_out), (my_kind, my_out) = outcome(ref, args), outcome(mine, args)
+    if ref_kind == "raises":
+        assert my_kind == "raises", f"{what}: torch.nn raises {ref_out!r}, rnnkit returns"
+        assert isinstance(my_out, type(ref_out)), \
+            f"{what}: torch.nn raises {ref_out!r}, rnnkit {my_out!r}"
+        return ref_out, my_out
+    assert my_kind == "ok", f"{what}: torch.nn returns, rnnkit raises {my_out!r}"
+    assert [(o.shape, o.dtype, o.device) for o in my_out] == \
+        [(o.shape, o.dtype, o.device) for o in ref_out], what
+    if tol is not None:
+        for a, b in zip(my_out, ref_out):
+            if a.device.type != "meta":
+                torch.testing.assert_close(a.float(), b.float(), **tol, msg=what)
+    return ref_out, my_out
+
+
+AUTOCAST_INPUT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64]
+AUTOCAST_STATE_DTYPES = [None, torch.float32, torch.float64, torch.bfloat16]
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cpu_autocast_follows_torch(kind, weights):
+    """Under CPU autocast: torch.nn's output dtypes, and its exception types for
+    the inputs it rejects (int64 input, float64 states, ...), for every kind."""
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, weights, input_size=3, hidden_size=5, **kwargs)
+    for x_dtype, state_dtype in itertools.product(AUTOCAST_INPUT_DTYPES, AUTOCAST_STATE_DTYPES):
+        x, hx = kind_call(cls_name, kwargs, x_dtype, state_dtype)
+        args = (x,) if hx is None else (x, hx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert_same_outcome(ref, mine, args, dict(atol=2e-2, rtol=2e-2),
+                                f"input {x_dtype}, states {state_dtype}")
+
+
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cpu_autocast_gradients_match_torch(kind):
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, torch.float32, input_size=3, hidden_size=5, **kwargs)
+    x, _ = kind_call(cls_name, kwargs, torch.float32, None)
+    grads = []
+    for module in (ref, mine):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = flat_outputs(module(leaf))
+        sum(o.float().sum() for o in out).backward()
+        grads.append([leaf.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+
+
+CUDA_AUTOCAST_INPUT_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or not rnnkit.built_with_cuda(),
+                    reason="needs a CUDA GPU and rnnkit built with CUDA")
+@pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", EVERY_KIND)
+def test_cuda_autocast_follows_torch(kind, autocast_dtype):
+    """Under CUDA autocast: torch.nn's output dtypes (cuDNN's RNNs run in float16
+    whatever the autocast dtype; cells in the autocast dtype), its exception types,
+    and its values within the low precision's tolerance; well-formed float32 calls
+    run on rnnkit's engine, gradients included."""
+    cls_name, kwargs = EVERY_KIND[kind]
+    ref, mine = make_pair(cls_name, torch.float32, input_size=3, hidden_size=5, **kwargs)
+    ref.cuda(), mine.cuda()
+    tol = dict(atol=3e-2, rtol=3e-2) if autocast_dtype == torch.float16 else \
+        dict(atol=8e-2, rtol=8e-2)
+    for x_dtype, state_dtype in itertools.product(CUDA_AUTOCAST_INPUT_DTYPES,
+                                                  AUTOCAST_STATE_DTYPES):
+        x, hx = kind_call(cls_name, kwargs, x_dtype, state_dtype, "cuda")
+        args = (x,) if hx is None else (x, hx)
+        with torch.autocast("cuda", dtype=autocast_dtype):
+            assert_same_outcome(ref, mine, args, tol, f"input {x_dtype}, states {state_dtype}")
+
+    x, hx = kind_call(cls_name, kwargs, torch.float32, torch.float32, "cuda")
+    grads = []
+    for module in (ref, mine):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=autocast_dtype), engine_calls() as calls:
+            out = flat_outputs(module(leaf, hx))
+        if module is mine:
+            assert calls, "rnnkit ran torch.nn's forward under CUDA autocast"
+        sum(o.float().sum() for o in out).backward()
+        grads.append([leaf.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, **tol)
 
 
 # ---- cells ----------------------------------------------------------------------------
@@ -633,8 +844,8 @@ def test_constructor_positional_order():
         assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
 
 
-def _x(*shape, dtype=torch.float32):
-    return torch.randn(*shape, dtype=dtype)
+def _x(*shape, dtype=torch.float32, device="cpu"):
+    return torch.randn(*shape, dtype=dtype, device=device)
 
 
 # (class, constructor kwargs, forward args builder, expected exception)
@@ -689,6 +900,171 @@ def test_packed_errors():
         m(nn.utils.rnn.pack_sequence([_x(4, 2), _x(2, 2)]))
     with pytest.raises(ValueError, match="dtype"):
         m(nn.utils.rnn.pack_sequence([_x(4, 3, dtype=torch.float64)]))
+
+
+# ---- edges: every odd or bad call does what torch.nn does ----------------------------------
+
+def _packed(batch_sizes, rows=5, sorted_indices=None):
+    """A hand-made PackedSequence of `rows` rows of 3 features."""
+    return PackedSequence(_x(rows, 3), batch_sizes, sorted_indices, sorted_indices)
+
+
+def _long(*values, dtype=torch.int64):
+    return torch.tensor(values, dtype=dtype)
+
+
+# (id, class, constructor kwargs besides (3, 5), builder of the forward args).
+# torch.nn's outcome is the expectation: the same exception type (or a subclass),
+# or the same outputs.
+EDGE_CASES = [
+    # seq_len 0: torch.nn's "Expected sequence length to be larger than 0"
+    ("seq-len-0", "LSTM", {}, lambda: (_x(0, 2, 3),)),
+    ("seq-len-0-batch-first", "GRU", dict(batch_first=True), lambda: (_x(2, 0, 3),)),
+    ("seq-len-0-unbatched", "RNN", {}, lambda: (_x(0, 3),)),
+    ("seq-len-0-with-h0", "GRU", {}, lambda: (_x(0, 2, 3), _x(1, 2, 5))),
+    # batch 0 is fine
+    ("batch-0", "GRU", {}, lambda: (_x(4, 0, 3),)),
+    ("batch-0-with-states", "LSTM", {}, lambda: (_x(4, 0, 3), (_x(1, 0, 5), _x(1, 0, 5)))),
+    ("cell-batch-0", "LSTMCell", {}, lambda: (_x(0, 3),)),
+    # LSTM hx that is not a pair of tensors
+    ("lstm-hx-one-tensor", "LSTM", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("lstm-hx-stacked-tensor", "LSTM", {}, lambda: (_x(4, 2, 3), _x(2, 1, 2, 5))),
+    ("lstm-hx-0-dim", "LSTM", {}, lambda: (_x(4, 2, 3), torch.tensor(1.0))),
+    ("lstm-hx-tuple-of-1", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),))),
+    ("lstm-hx-tuple-of-3", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),) * 3)),
+    ("lstm-hx-list", "LSTM", {}, lambda: (_x(4, 2, 3), [_x(1, 2, 5), _x(1, 2, 5)])),
+    ("lstm-hx-with-None", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), None))),
+    ("gru-hx-tuple", "GRU", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5),))),
+    ("lstmcell-hx-one-tensor", "LSTMCell", {}, lambda: (_x(2, 3), _x(2, 2, 5))),
+    ("lstmcell-hx-tuple-of-1", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5),))),
+    ("lstmcell-hx-tuple-of-3", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5),) * 3)),
+    ("lstmcell-hx-with-None", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), None))),
+    # hx dims, batch and width
+    ("hx-2d-for-batched", "GRU", {}, lambda: (_x(4, 2, 3), _x(2, 5))),
+    ("hx-3d-for-unbatched", "RNN", {}, lambda: (_x(4, 3), _x(1, 1, 5))),
+    ("hx-0-dim", "GRU", {}, lambda: (_x(4, 2, 3), torch.tensor(1.0))),
+    ("c-2d-for-batched", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(2, 5)))),
+    ("hx-batch", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 3, 5))),
+    ("c-batch", "LSTM", {}, lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 3, 5)))),
+    ("hx-layers", "GRU", dict(num_layers=2), lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("hx-directions", "RNN", dict(bidirectional=True), lambda: (_x(4, 2, 3), _x(1, 2, 5))),
+    ("proj-h-width", "LSTM", dict(proj_size=2), lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5)))),
+    ("input-width", "LSTM", {}, lambda: (_x(4, 2, 4),)),
+    ("input-4d", "GRU", {}, lambda: (_x(4, 2, 3, 1),)),
+    ("input-1d", "RNN", {}, lambda: (_x(3),)),
+    ("input-not-a-tensor", "GRU", {}, lambda: ("text",)),
+    ("cell-input-0-dim", "GRUCell", {}, lambda: (torch.tensor(1.0),)),
+    ("cell-input-3d", "RNNCell", {}, lambda: (_x(2, 3, 1),)),
+    ("cell-hx-3d", "GRUCell", {}, lambda: (_x(2, 3), _x(1, 2, 5))),
+    ("cell-unbatched-2d-hx", "GRUCell", {}, lambda: (_x(3), _x(1, 5))),
+    ("cell-batched-1d-hx", "RNNCell", {}, lambda: (_x(2, 3), _x(5))),
+    ("cell-hx-batch", "LSTMCell", {}, lambda: (_x(2, 3), (_x(2, 5), _x(3, 5)))),
+    ("cell-hx-width", "GRUCell", {}, lambda: (_x(2, 3), _x(2, 4))),
+    ("cell-input-width", "RNNCell", {}, lambda: (_x(2, 4),)),
+    ("cell-unknown-nonlinearity", "RNNCell", dict(nonlinearity="gelu"), lambda: (_x(2, 3),)),
+    # dtypes
+    ("input-int64", "GRU", {}, lambda: (torch.ones(4, 2, 3, dtype=torch.int64),)),
+    ("input-float64", "LSTM", {}, lambda: (_x(4, 2, 3, dtype=torch.float64),)),
+    ("input-bfloat16", "RNN", {}, lambda: (_x(4, 2, 3, dtype=torch.bfloat16),)),
+    ("h0-float64", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, dtype=torch.float64))),
+    ("h0-int64", "RNN", {}, lambda: (_x(4, 2, 3), torch.zeros(1, 2, 5, dtype=torch.int64))),
+    ("c0-float64", "LSTM", {},
+     lambda: (_x(4, 2, 3), (_x(1, 2, 5), _x(1, 2, 5, dtype=torch.float64)))),
+    ("cell-input-int64", "RNNCell", {}, lambda: (torch.ones(2, 3, dtype=torch.int64), _x(2, 5))),
+    ("cell-h-float64", "GRUCell", {}, lambda: (_x(2, 3), _x(2, 5, dtype=torch.float64))),
+    ("lstmcell-c-float64", "LSTMCell", {},  # torch.nn promotes c' to float64 here
+     lambda: (_x(2, 3), (_x(2, 5), _x(2, 5, dtype=torch.float64)))),
+    ("lstmcell-c-float16", "LSTMCell", {},
+     lambda: (_x(2, 3), (_x(2, 5), _x(2, 5, dtype=torch.float16)))),
+    # devices, with meta tensors
+    ("input-on-meta", "LSTM", {}, lambda: (_x(4, 2, 3, device="meta"),)),
+    ("h0-on-meta", "GRU", {}, lambda: (_x(4, 2, 3), _x(1, 2, 5, device="meta"))),
+    ("cell-input-on-meta", "LSTMCell", {}, lambda: (_x(2, 3, device="meta"),)),
+    ("module-on-meta", "GRU", dict(device="meta"), lambda: (_x(4, 2, 3, device="meta"),)),
+    ("cell-module-on-meta", "RNNCell", dict(device="meta"), lambda: (_x(2, 3, device="meta"),)),
+    # layouts
+    ("input-expanded", "GRU", {},
+     lambda: (_x(4, 1, 3).expand(4, 2, 3), _x(1, 1, 5).expand(1, 2, 5))),
+    ("input-transposed", "LSTM", dict(batch_first=True), lambda: (_x(4, 2, 3).transpose(0, 1),)),
+    ("cell-input-expanded", "GRUCell", {}, lambda: (_x(1, 3).expand(2, 3), _x(1, 5).expand(2, 5))),
+    ("cell-input-transposed", "LSTMCell", {}, lambda: (_x(3, 2).t(), (_x(5, 2).t(), _x(2, 5)))),
+    # PackedSequences made by hand
+    ("batch-sizes-int32", "GRU", {}, lambda: (_packed(_long(3, 2, dtype=torch.int32)),)),
+    ("batch-sizes-int32-with-h0", "GRU", {},
+     lambda: (_packed(_long(3, 2, dtype=torch.int32)), _x(1, 3, 5))),
+    ("batch-sizes-float", "GRU", {}, lambda: (_packed(torch.tensor([3.0, 2.0])),)),
+    ("batch-sizes-increasing", "GRU", {}, lambda: (_packed(_long(2, 3)),)),
+    ("batch-sizes-increasing-with-h0", "LSTM", {},
+     lambda: (_packed(_long(2, 3)), (_x(1, 2, 5), _x(1, 2, 5)))),
+    ("batch-sizes-zero", "GRU", {}, lambda: (_packed(_long(3, 0, 2)),)),
+    ("batch-sizes-negative", "RNN", {}, lambda: (_packed(_long(-3, 2)),)),
+    ("batch-sizes-longer-than-data", "GRU", {}, lambda: (_packed(_long(3, 3)),)),
+    ("batch-sizes-shorter-than-data", "GRU", {}, lambda: (_packed(_long(2, 2)),)),
+    ("batch-sizes-empty", "GRU", {}, lambda: (_packed(_long(), rows=0),)),
+    ("batch-sizes-2d", "LSTM", {}, lambda: (_packed(_long(3, 2).unsqueeze(0)),)),
+    ("packed-data-1d", "GRU", {}, lambda: (PackedSequence(_x(5), _long(3, 2)),)),
+    ("packed-hx-batch", "GRU", {}, lambda: (_packed(_long(3, 2)), _x(1, 2, 5))),
+    ("packed-sorted-indices-length", "GRU", {},
+     lambda: (_packed(_long(3, 2), sorted_indices=_long(0, 1)), _x(1, 3, 5))),
+    ("packed-int64-input", "GRU", {},
+     lambda: (PackedSequence(torch.ones(5, 3, dtype=torch.int64), _long(3, 2)),)),
+    # hidden_size 0 (cells only: the sequence modules reject it when built)
+    ("cell-hidden-0", "LSTMCell", dict(hidden_size=0), lambda: (_x(2, 3),)),
+    ("cell-hidden-0-with-hx", "GRUCell", dict(hidden_size=0), lambda: (_x(2, 3), _x(2, 0))),
+    ("cell-hidden-0-unbatched", "RNNCell", dict(hidden_size=0), lambda: (_x(3),)),
+    ("cell-input-0", "RNNCell", dict(input_size=0), lambda: (_x(2, 0),)),
+]
+
+
+# Edge cases the engine itself runs (the others are torch.nn's to decide).
+ENGINE_EDGES = {"batch-0", "batch-0-with-states", "cell-batch-0", "lstm-hx-list", "input-expanded",
+                "input-transposed", "cell-input-expanded", "cell-input-transposed", "cell-input-0"}
+
+
+@pytest.mark.parametrize("case,cls_name,kwargs,args", EDGE_CASES, ids=[c[0] for c in EDGE_CASES])
+def test_edges_do_what_torch_does(case, cls_name, kwargs, args):
+    """torch.nn's outcome for each odd or bad call: rnnkit raises the same
+    exception type (or a subclass), or returns the same outputs."""
+    kwargs = dict(dict(input_size=3, hidden_size=5), **kwargs)
+    if kwargs.get("device") == "meta":  # no weights to copy
+        ref, mine = getattr(nn, cls_name)(**kwargs), getattr(rnnkit, cls_name)(**kwargs)
+    else:
+        ref, mine = make_pair(cls_name, torch.float32, **kwargs)
+    inputs = args()
+    with engine_calls() as calls:
+        _, my_out = assert_same_outcome(ref, mine, inputs, TOL[torch.float32])
+    assert bool(calls) == (case in ENGINE_EDGES)
+    if isinstance(my_out, Exception) and isinstance(inputs[0], PackedSequence) \
+            and _bad_batch_sizes(inputs[0]):
+        assert "batch_sizes" in str(my_out), f"the error does not name batch_sizes: {my_out}"
+
+
+def _bad_batch_sizes(packed):
+    """Whether batch_sizes is malformed (for the rows of packed.data)."""
+    b = packed.batch_sizes
+    return not (b.dtype == torch.int64 and b.dim() == 1 and b.numel() > 0 and
+                bool((b > 0).all()) and bool((b[1:] <= b[:-1]).all()) and
+                int(b.sum()) == packed.data.size(0))
+
+
+def test_edges_cover_what_the_brief_names():
+    ids = {c[0] for c in EDGE_CASES}
+    for needed in ("seq-len-0", "cell-hidden-0", "lstm-hx-one-tensor", "batch-sizes-int32",
+                   "batch-sizes-increasing", "batch-sizes-zero", "batch-sizes-longer-than-data",
+                   "input-on-meta", "input-expanded", "batch-0", "h0-float64", "input-int64"):
+        assert needed in ids
+
+
+def test_seq_len_0_raises_torchs_message():
+    for m in (rnnkit.LSTM(3, 5), rnnkit.GRU(3, 5, batch_first=True)):
+        with pytest.raises(RuntimeError, match="Expected sequence length to be larger than 0"):
+            m(_x(0, 2, 3) if not m.batch_first else _x(2, 0, 3))
+
+
+def test_cells_with_hidden_size_0_return_empty_states():
+    h, c = rnnkit.LSTMCell(3, 0)(_x(4, 3))
+    assert h.shape == c.shape == (4, 0)
+    assert rnnkit.GRUCell(3, 0)(_x(3)).shape == (0,)
 
 
 # ---- CUDA (skipped without a GPU and a CUDA build) -------------------------------------------
