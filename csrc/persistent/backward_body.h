@@ -32,10 +32,10 @@ struct BackwardBody {
   // W_blk row m = this block's unit m, column k = gate of unit j2 as block q
   // publishes it (k = q * G * units + gate * units + u2); zero for padding.
   RNNKIT_HD T weight(int64_t m, int64_t k) const {
-    if (m >= p.units || k >= g.K) return T(0.0f);
+    if (m >= p.units || k >= g.K) return zero<T>();
     const int64_t q = k / g.pub, rest = k % g.pub;
     const int64_t gate = rest / g.units, j2 = q * g.units + rest % g.units;
-    if (j2 >= g.H) return T(0.0f);
+    if (j2 >= g.H) return zero<T>();
     return static_cast<const T*>(d.w_hh)[(gate * g.H + j2) * g.H + p.j0 + m];
   }
 
@@ -51,11 +51,11 @@ struct BackwardBody {
       for (int64_t i = tid; i < g.Mp * g.ldw; i += n) mem.w[i] = weight(i / g.ldw, i % g.ldw);
       for (int64_t i = tid; i < p.rows * p.units; i += n) {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
-        mem.state0[c * g.units + u] = grad_hn ? static_cast<A>(grad_hn[at]) : A(0);
-        mem.state1[c * g.units + u] = grad_cn ? static_cast<A>(grad_cn[at]) : A(0);
+        mem.state0[c * g.units + u] = grad_hn ? to_acc(grad_hn[at]) : A(0);
+        mem.state1[c * g.units + u] = grad_cn ? to_acc(grad_cn[at]) : A(0);
       }
     });
-    publish_initial<T>(be, g, p, [](int64_t, int64_t) { return T(0.0f); });
+    publish_initial<T>(be, g, p, [](int64_t, int64_t) { return zero<T>(); });
   }
 
   template <class BE>
@@ -82,42 +82,42 @@ struct BackwardBody {
         if (t < 0) {  // finished: dh and dc pass through, no gradient at position s
           const int64_t at = s * B + b;
           for (int k = 0; k < G; ++k) {
-            dgx[at * width + k * H + j] = T(0.0f);
-            if (dgh) dgh[at * width + k * H + j] = T(0.0f);
-            be.template store_x<T>(parity, c, k_pub + k * g.units, T(0.0f));
+            dgx[at * width + k * H + j] = zero<T>();
+            if (dgh) dgh[at * width + k * H + j] = zero<T>();
+            be.template store_x<T>(parity, c, k_pub + k * g.units, zero<T>());
           }
           continue;
         }
         const int64_t at = t * B + b;
         const int64_t t_prev = s == 0 ? -1 : row_time(s - 1, mem.len[c], d.reverse);
-        const A g_h = dh + (dy ? static_cast<A>(dy[at * d.dy_stride + j]) : A(0));
+        const A g_h = dh + (dy ? to_acc(dy[at * d.dy_stride + j]) : A(0));
         const T* kept = saved ? saved + at * d.saved_stride : nullptr;
         A dx[4], dhid[4];
         A direct = A(0);
         if (g.cell == CellKind::LSTM) {
-          const A c_prev = t_prev < 0 ? static_cast<A>(c0[b * H + j])
-                                      : static_cast<A>(saved[(t_prev * B + b) * d.saved_stride + 4 * H + j]);
+          const A c_prev = t_prev < 0 ? to_acc(c0[b * H + j])
+                                      : to_acc(saved[(t_prev * B + b) * d.saved_stride + 4 * H + j]);
           A dc_prev, h;
-          lstm_backward<A>(g_h, dc, A(kept[j]), A(kept[H + j]), A(kept[2 * H + j]),
-                           A(kept[3 * H + j]), A(kept[4 * H + j]), c_prev, dx[0], dx[1], dx[2],
+          lstm_backward<A>(g_h, dc, to_acc(kept[j]), to_acc(kept[H + j]), to_acc(kept[2 * H + j]),
+                           to_acc(kept[3 * H + j]), to_acc(kept[4 * H + j]), c_prev, dx[0], dx[1], dx[2],
                            dx[3], dc_prev, h);
           dc = dc_prev;
           for (int k = 0; k < 4; ++k) dhid[k] = dx[k];
         } else if (g.cell == CellKind::GRU) {
-          const A h_prev = t_prev < 0 ? static_cast<A>(h0[b * H + j])
-                                      : static_cast<A>(h_seq[(t_prev * B + b) * d.h_seq_stride + j]);
-          gru_backward<A>(g_h, A(kept[j]), A(kept[H + j]), A(kept[2 * H + j]), A(kept[3 * H + j]),
+          const A h_prev = t_prev < 0 ? to_acc(h0[b * H + j])
+                                      : to_acc(h_seq[(t_prev * B + b) * d.h_seq_stride + j]);
+          gru_backward<A>(g_h, to_acc(kept[j]), to_acc(kept[H + j]), to_acc(kept[2 * H + j]), to_acc(kept[3 * H + j]),
                           h_prev, dx[0], dx[1], dx[2], dhid[2], direct);
           dhid[0] = dx[0];
           dhid[1] = dx[1];
         } else {
-          dx[0] = dhid[0] = rnn_backward<A>(g.cell, g_h, A(h_seq[at * d.h_seq_stride + j]));
+          dx[0] = dhid[0] = rnn_backward<A>(g.cell, g_h, to_acc(h_seq[at * d.h_seq_stride + j]));
         }
         dh = direct;
         for (int k = 0; k < G; ++k) {
-          dgx[at * width + k * H + j] = T(dx[k]);
-          if (dgh) dgh[at * width + k * H + j] = T(dhid[k]);
-          be.template store_x<T>(parity, c, k_pub + k * g.units, T(dhid[k]));
+          dgx[at * width + k * H + j] = from_acc<T>(dx[k]);
+          if (dgh) dgh[at * width + k * H + j] = from_acc<T>(dhid[k]);
+          be.template store_x<T>(parity, c, k_pub + k * g.units, from_acc<T>(dhid[k]));
         }
       }
     });
@@ -133,8 +133,8 @@ struct BackwardBody {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
         A dh = mem.state0[c * g.units + u];
         if (args.T > 0) dh += mem.product(g, u, c);
-        dh0[at] = T(dh);
-        if (g.cell == CellKind::LSTM) dc0[at] = T(mem.state1[c * g.units + u]);
+        dh0[at] = from_acc<T>(dh);
+        if (g.cell == CellKind::LSTM) dc0[at] = from_acc<T>(mem.state1[c * g.units + u]);
       }
     });
   }

@@ -107,8 +107,8 @@ RNNKIT_HD void publish_initial(BE& be, const Geometry& g, const BlockPlace& p, c
   each_thread(be, [&](int tid, int n) {
     for (int64_t i = tid; i < g.Np * width; i += n) {
       const int64_t c = i / width, k = p.k_begin + i % width;
-      be.template store_x<T>(0, c, k, T(0.0f));
-      be.template store_x<T>(1, c, k, c < p.rows ? first(c, k) : T(0.0f));
+      be.template store_x<T>(0, c, k, zero<T>());
+      be.template store_x<T>(1, c, k, c < p.rows ? first(c, k) : zero<T>());
     }
   });
 }

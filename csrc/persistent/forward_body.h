@@ -31,7 +31,7 @@ struct ForwardBody {
   // of h; zero for padding.
   RNNKIT_HD T weight(int64_t m, int64_t k) const {
     const int64_t u = m / g.G, gate = m % g.G;
-    if (m >= g.M || u >= p.units || k >= g.H) return T(0.0f);
+    if (m >= g.M || u >= p.units || k >= g.H) return zero<T>();
     return static_cast<const T*>(d.w_hh)[(gate * g.H + p.j0 + u) * g.H + k];
   }
 
@@ -47,13 +47,13 @@ struct ForwardBody {
       for (int64_t i = tid; i < g.Mp * g.ldw; i += n) mem.w[i] = weight(i / g.ldw, i % g.ldw);
       for (int64_t i = tid; i < p.rows * p.units; i += n) {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
-        mem.state0[c * g.units + u] = static_cast<A>(h0[at]);
-        mem.state1[c * g.units + u] = g.cell == CellKind::LSTM ? static_cast<A>(c0[at]) : A(0);
+        mem.state0[c * g.units + u] = to_acc(h0[at]);
+        mem.state1[c * g.units + u] = g.cell == CellKind::LSTM ? to_acc(c0[at]) : A(0);
       }
     });
     publish_initial<T>(be, g, p, [&](int64_t c, int64_t k) {
       const int64_t u = k - p.k_begin;
-      return u < p.units ? h0[(p.b0 + c) * g.H + p.j0 + u] : T(0.0f);
+      return u < p.units ? h0[(p.b0 + c) * g.H + p.j0 + u] : zero<T>();
     });
   }
 
@@ -76,19 +76,19 @@ struct ForwardBody {
         const int64_t t = row_time(s, mem.len[c], d.reverse);
         if (t < 0) {  // finished: carry the state, zero this row's position s
           const int64_t at = s * B + b;
-          y[at * d.y_stride + j] = T(0.0f);
+          y[at * d.y_stride + j] = zero<T>();
           if (saved)
-            for (int k = 0; k < kept; ++k) saved[at * d.saved_stride + k * H + j] = T(0.0f);
-          if (h_saved) h_saved[at * d.h_saved_stride + j] = T(0.0f);
-          be.template store_x<T>(parity, c, p.k_begin + u, T(h_state));
+            for (int k = 0; k < kept; ++k) saved[at * d.saved_stride + k * H + j] = zero<T>();
+          if (h_saved) h_saved[at * d.h_saved_stride + j] = zero<T>();
+          be.template store_x<T>(parity, c, p.k_begin + u, from_acc<T>(h_state));
           continue;
         }
         const int64_t at = t * B + b;
         const T* gx_row = gx + at * width;
         A pre[4], hid[4];
         for (int k = 0; k < G; ++k) {
-          hid[k] = mem.product(g, u * G + k, c) + (b_hh ? static_cast<A>(b_hh[k * H + j]) : A(0));
-          pre[k] = static_cast<A>(gx_row[k * H + j]);
+          hid[k] = mem.product(g, u * G + k, c) + (b_hh ? to_acc(b_hh[k * H + j]) : A(0));
+          pre[k] = to_acc(gx_row[k * H + j]);
         }
         A h, keep[5];
         if (g.cell == CellKind::LSTM) {
@@ -103,11 +103,11 @@ struct ForwardBody {
           h = rnn_forward<A>(g.cell, pre[0] + hid[0]);
         }
         h_state = h;
-        y[at * d.y_stride + j] = T(h);
+        y[at * d.y_stride + j] = from_acc<T>(h);
         if (saved)
-          for (int k = 0; k < kept; ++k) saved[at * d.saved_stride + k * H + j] = T(keep[k]);
-        if (h_saved) h_saved[at * d.h_saved_stride + j] = T(h);
-        be.template store_x<T>(parity, c, p.k_begin + u, T(h));
+          for (int k = 0; k < kept; ++k) saved[at * d.saved_stride + k * H + j] = from_acc<T>(keep[k]);
+        if (h_saved) h_saved[at * d.h_saved_stride + j] = from_acc<T>(h);
+        be.template store_x<T>(parity, c, p.k_begin + u, from_acc<T>(h));
       }
     });
   }
@@ -119,8 +119,8 @@ struct ForwardBody {
     each_thread(be, [&](int tid, int n) {
       for (int64_t i = tid; i < p.rows * p.units; i += n) {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
-        h_n[at] = T(mem.state0[c * g.units + u]);
-        if (g.cell == CellKind::LSTM) c_n[at] = T(mem.state1[c * g.units + u]);
+        h_n[at] = from_acc<T>(mem.state0[c * g.units + u]);
+        if (g.cell == CellKind::LSTM) c_n[at] = from_acc<T>(mem.state1[c * g.units + u]);
       }
     });
   }

@@ -49,9 +49,9 @@ struct TileMath<T, MathKind::FFMA> {
     for (int64_t k = k_begin; k < k_end; ++k) {
       A wv[kM], xv[kN];
       RNNKIT_UNROLL
-      for (int i = 0; i < kM; ++i) wv[i] = static_cast<A>(w[i * ldw + k]);
+      for (int i = 0; i < kM; ++i) wv[i] = to_acc(w[i * ldw + k]);
       RNNKIT_UNROLL
-      for (int j = 0; j < kN; ++j) xv[j] = static_cast<A>(x[j * ldx + (k - x_k0)]);
+      for (int j = 0; j < kN; ++j) xv[j] = to_acc(x[j * ldx + (k - x_k0)]);
       RNNKIT_UNROLL
       for (int i = 0; i < kM; ++i) {
         RNNKIT_UNROLL
@@ -95,8 +95,8 @@ struct TileMath {
       for (int j = 0; j < kN; ++j) {
         float acc = first ? 0.0f : out[i * ldo + j];
         for (int64_t k = k_begin; k < k_end; ++k) {
-          float a = static_cast<float>(w[i * ldw + k]);
-          float b = static_cast<float>(x[j * ldx + (k - x_k0)]);
+          float a = to_acc(w[i * ldw + k]);
+          float b = to_acc(x[j * ldx + (k - x_k0)]);
           if (M == MathKind::TF32) {
             a = round_tf32(a);
             b = round_tf32(b);

@@ -9,6 +9,11 @@
 
 #include "../cells.h"
 
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
 namespace rnnkit {
 namespace persistent {
 
@@ -110,6 +115,39 @@ struct AccOf<double> {
 };
 template <class T>
 using acc_t = typename AccOf<T>::type;
+
+// Storage <-> arithmetic type, spelled out: torch builds CUDA code with the
+// implicit __half / __nv_bfloat16 conversions switched off.
+template <class T>
+RNNKIT_HD acc_t<T> to_acc(T v) {
+  return static_cast<acc_t<T>>(v);
+}
+template <class T>
+RNNKIT_HD T from_acc(acc_t<T> v) {
+  return T(v);
+}
+#if defined(__CUDACC__)
+template <>
+RNNKIT_HD float to_acc<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+RNNKIT_HD __half from_acc<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+RNNKIT_HD float to_acc<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <>
+RNNKIT_HD __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+#endif
+template <class T>
+RNNKIT_HD T zero() {
+  return from_acc<T>(acc_t<T>(0));
+}
 
 }  // namespace persistent
 }  // namespace rnnkit
