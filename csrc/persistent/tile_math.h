@@ -123,13 +123,13 @@ struct TileMath {
     c[3] = first ? 0.f : out[(grp + 8) * ldo + 2 * tig + 1];
     const T* w_lo = w + grp * ldw;
     const T* w_hi = w + (grp + 8) * ldw;
-    const T* x_row = x + grp * ldx - x_k0;
+    const T* x_row = x + grp * ldx;  // column k of X sits at x_row[k - x_k0]
     for (int64_t k = k_begin; k < k_end; k += kStep) {
       if constexpr (M == MathKind::TF32) {
         // m16n8k8: A (g, t) (g+8, t) (g, t+4) (g+8, t+4); B (k=t, n=g) (k=t+4, n=g).
         const uint32_t a0 = to_tf32(w_lo[k + tig]), a1 = to_tf32(w_hi[k + tig]);
         const uint32_t a2 = to_tf32(w_lo[k + tig + 4]), a3 = to_tf32(w_hi[k + tig + 4]);
-        const uint32_t b0 = to_tf32(x_row[k + tig]), b1 = to_tf32(x_row[k + tig + 4]);
+        const uint32_t b0 = to_tf32(x_row[k - x_k0 + tig]), b1 = to_tf32(x_row[k - x_k0 + tig + 4]);
         asm volatile(
             "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
             "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -140,7 +140,7 @@ struct TileMath {
         // 2t+8; B column g at k 2t and 2t+8.
         const uint32_t a0 = pair(w_lo + k + 2 * tig), a1 = pair(w_hi + k + 2 * tig);
         const uint32_t a2 = pair(w_lo + k + 2 * tig + 8), a3 = pair(w_hi + k + 2 * tig + 8);
-        const uint32_t b0 = pair(x_row + k + 2 * tig), b1 = pair(x_row + k + 2 * tig + 8);
+        const uint32_t b0 = pair(x_row + (k - x_k0) + 2 * tig), b1 = pair(x_row + (k - x_k0) + 2 * tig + 8);
         if constexpr (std::is_same<T, __half>::value) {
           asm volatile(
               "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
