@@ -27,25 +27,29 @@ struct CudaWorkspace {
   int64_t watchdog_cycles;
 };
 
-template <class F, int Lanes>
-__device__ __forceinline__ void call_worker(const F& f) {
-  f(static_cast<int>(threadIdx.x) / Lanes, static_cast<int>(blockDim.x) / Lanes,
-    static_cast<int>(threadIdx.x) % Lanes);
-}
-
-struct BlockBackend {
-  static constexpr bool kReplicated = true;
+// What the three backends share: a block is `blocks` consecutive blockIdx.x
+// of a group; a worker of Lanes threads is consecutive threadIdx.x.
+struct CudaBackendBase {
   const Geometry& g;
   unsigned char* sm;
 
-  __device__ BlockBackend(const Geometry& geo, const CudaWorkspace&, unsigned char* smem)
-      : g(geo), sm(smem) {}
-  __device__ int group() const { return static_cast<int>(blockIdx.x); }
-  __device__ int rank() const { return 0; }
+  __device__ CudaBackendBase(const Geometry& geo, unsigned char* smem) : g(geo), sm(smem) {}
+  __device__ int group() const { return static_cast<int>(blockIdx.x) / g.blocks; }
+  __device__ int rank() const { return static_cast<int>(blockIdx.x) % g.blocks; }
   __device__ unsigned char* smem() { return sm; }
   template <int Lanes, class F>
-  __device__ void each_worker(const F& f) { call_worker<F, Lanes>(f); }
+  __device__ void each_worker(const F& f) {
+    f(static_cast<int>(threadIdx.x) / Lanes, static_cast<int>(blockDim.x) / Lanes,
+      static_cast<int>(threadIdx.x) % Lanes);
+  }
   __device__ void sync_block() { __syncthreads(); }
+};
+
+struct BlockBackend : CudaBackendBase {
+  static constexpr bool kReplicated = true;
+
+  __device__ BlockBackend(const Geometry& geo, const CudaWorkspace&, unsigned char* smem)
+      : CudaBackendBase(geo, smem) {}
   template <class T>
   __device__ void store_x(int parity, int64_t c, int64_t k, T v) {
     reinterpret_cast<T*>(sm + g.off_x)[(parity * g.Np + c) * g.ldx + k] = v;
@@ -58,26 +62,18 @@ struct BlockBackend {
   }
 };
 
-struct ClusterBackend {
+struct ClusterBackend : CudaBackendBase {
   static constexpr bool kReplicated = true;
-  const Geometry& g;
-  unsigned char* sm;
 
   // Every block of the cluster has started before anyone writes into a peer.
   __device__ ClusterBackend(const Geometry& geo, const CudaWorkspace&, unsigned char* smem)
-      : g(geo), sm(smem) {
+      : CudaBackendBase(geo, smem) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cooperative_groups::this_cluster().sync();
 #else
     __trap();  // the planner gives clusters only to sm_90 and newer
 #endif
   }
-  __device__ int group() const { return static_cast<int>(blockIdx.x) / g.blocks; }
-  __device__ int rank() const { return static_cast<int>(blockIdx.x) % g.blocks; }
-  __device__ unsigned char* smem() { return sm; }
-  template <int Lanes, class F>
-  __device__ void each_worker(const F& f) { call_worker<F, Lanes>(f); }
-  __device__ void sync_block() { __syncthreads(); }
   template <class T>
   __device__ void store_x(int parity, int64_t c, int64_t k, T v) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -113,20 +109,12 @@ __device__ __forceinline__ int64_t load_relaxed(const int64_t* p) {
   return v;
 }
 
-struct GridBackend {
+struct GridBackend : CudaBackendBase {
   static constexpr bool kReplicated = false;
-  const Geometry& g;
   const CudaWorkspace& ws;
-  unsigned char* sm;
 
   __device__ GridBackend(const Geometry& geo, const CudaWorkspace& w, unsigned char* smem)
-      : g(geo), ws(w), sm(smem) {}
-  __device__ int group() const { return static_cast<int>(blockIdx.x) / g.blocks; }
-  __device__ int rank() const { return static_cast<int>(blockIdx.x) % g.blocks; }
-  __device__ unsigned char* smem() { return sm; }
-  template <int Lanes, class F>
-  __device__ void each_worker(const F& f) { call_worker<F, Lanes>(f); }
-  __device__ void sync_block() { __syncthreads(); }
+      : CudaBackendBase(geo, smem), ws(w) {}
 
   template <class T>
   __device__ T* x_at(int parity, int64_t c, int64_t k) {

@@ -13,21 +13,13 @@ namespace rnnkit {
 namespace persistent {
 
 template <class T, MathKind M>
-struct BackwardBody {
-  using A = acc_t<T>;
-  const Geometry& g;
-  const BackwardArgs& args;
-  const BackwardDirection& d;
-  BlockPlace p;
-  BlockMemory<T> mem;
+struct BackwardBody : BodyBase<T, BackwardArgs> {
+  using Base = BodyBase<T, BackwardArgs>;
+  using typename Base::A;
+  using Base::g, Base::args, Base::d, Base::p, Base::mem;
 
   template <class BE>
-  RNNKIT_HD BackwardBody(const Geometry& geo, const BackwardArgs& a, BE& be)
-      : g(geo),
-        args(a),
-        d(a.dir[geo.dirs > 1 ? be.group() / geo.batch_groups : 0]),
-        p(geo, be.group(), be.rank()),
-        mem(geo, be.smem()) {}
+  RNNKIT_HD BackwardBody(const Geometry& geo, const BackwardArgs& a, BE& be) : Base(geo, a, be) {}
 
   // W_blk row m = this block's unit m, column k = gate of unit j2 as block q
   // publishes it (k = q * G * units + gate * units + u2); zero for padding.
@@ -43,12 +35,8 @@ struct BackwardBody {
   RNNKIT_HD void init(BE& be) {
     const T* grad_hn = static_cast<const T*>(d.grad_hn);
     const T* grad_cn = static_cast<const T*>(d.grad_cn);
+    this->load_lengths_and_weights(be, [&](int64_t m, int64_t k) { return weight(m, k); });
     each_thread(be, [&](int tid, int n) {
-      for (int64_t c = tid; c < p.rows; c += n) {
-        const int64_t len = args.lengths ? args.lengths[p.b0 + c] : args.T;
-        mem.len[c] = max64(0, min64(len, args.T));
-      }
-      for (int64_t i = tid; i < g.Mp * g.ldw; i += n) mem.w[i] = weight(i / g.ldw, i % g.ldw);
       for (int64_t i = tid; i < p.rows * p.units; i += n) {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
         mem.state0[c * g.units + u] = grad_hn ? to_acc(grad_hn[at]) : A(0);

@@ -28,6 +28,8 @@
 // phase one after another in any order.
 #pragma once
 
+#include <type_traits>
+
 #include "geometry.h"
 #include "tile_math.h"
 
@@ -95,6 +97,39 @@ struct BlockPlace {
     units = max64(0, min64(g.units, g.H - j0));
     k_begin = rank * g.pub;
     k_end = rank == g.blocks - 1 ? g.Kp : k_begin + g.pub;
+  }
+};
+
+// What both bodies start from: where the block sits, its memory, its
+// direction's pointers; and their common first step, each row's length and
+// this block's operand W_blk (weight(m, k), zero for padding).
+template <class T, class Args>
+struct BodyBase {
+  using A = acc_t<T>;
+  using Direction = typename std::remove_reference<decltype(Args{}.dir[0])>::type;
+  const Geometry& g;
+  const Args& args;
+  const Direction& d;
+  BlockPlace p;
+  BlockMemory<T> mem;
+
+  template <class BE>
+  RNNKIT_HD BodyBase(const Geometry& geo, const Args& a, BE& be)
+      : g(geo),
+        args(a),
+        d(a.dir[geo.dirs > 1 ? be.group() / geo.batch_groups : 0]),
+        p(geo, be.group(), be.rank()),
+        mem(geo, be.smem()) {}
+
+  template <class BE, class Weight>
+  RNNKIT_HD void load_lengths_and_weights(BE& be, const Weight& weight) {
+    each_thread(be, [&](int tid, int n) {
+      for (int64_t c = tid; c < p.rows; c += n) {
+        const int64_t len = args.lengths ? args.lengths[p.b0 + c] : args.T;
+        mem.len[c] = max64(0, min64(len, args.T));
+      }
+      for (int64_t i = tid; i < g.Mp * g.ldw; i += n) mem.w[i] = weight(i / g.ldw, i % g.ldw);
+    });
   }
 };
 

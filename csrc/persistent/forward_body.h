@@ -11,21 +11,13 @@ namespace rnnkit {
 namespace persistent {
 
 template <class T, MathKind M>
-struct ForwardBody {
-  using A = acc_t<T>;
-  const Geometry& g;
-  const ForwardArgs& args;
-  const ForwardDirection& d;
-  BlockPlace p;
-  BlockMemory<T> mem;
+struct ForwardBody : BodyBase<T, ForwardArgs> {
+  using Base = BodyBase<T, ForwardArgs>;
+  using typename Base::A;
+  using Base::g, Base::args, Base::d, Base::p, Base::mem;
 
   template <class BE>
-  RNNKIT_HD ForwardBody(const Geometry& geo, const ForwardArgs& a, BE& be)
-      : g(geo),
-        args(a),
-        d(a.dir[geo.dirs > 1 ? be.group() / geo.batch_groups : 0]),
-        p(geo, be.group(), be.rank()),
-        mem(geo, be.smem()) {}
+  RNNKIT_HD ForwardBody(const Geometry& geo, const ForwardArgs& a, BE& be) : Base(geo, a, be) {}
 
   // W_blk row m = u * G + gate (gate of this block's unit u), column k = unit k
   // of h; zero for padding.
@@ -39,12 +31,8 @@ struct ForwardBody {
   RNNKIT_HD void init(BE& be) {
     const T* h0 = static_cast<const T*>(d.h0);
     const T* c0 = static_cast<const T*>(d.c0);
+    this->load_lengths_and_weights(be, [&](int64_t m, int64_t k) { return weight(m, k); });
     each_thread(be, [&](int tid, int n) {
-      for (int64_t c = tid; c < p.rows; c += n) {
-        const int64_t len = args.lengths ? args.lengths[p.b0 + c] : args.T;
-        mem.len[c] = max64(0, min64(len, args.T));
-      }
-      for (int64_t i = tid; i < g.Mp * g.ldw; i += n) mem.w[i] = weight(i / g.ldw, i % g.ldw);
       for (int64_t i = tid; i < p.rows * p.units; i += n) {
         const int64_t c = i / p.units, u = i % p.units, at = (p.b0 + c) * g.H + p.j0 + u;
         mem.state0[c * g.units + u] = to_acc(h0[at]);

@@ -6,9 +6,12 @@
 // Outputs start poisoned (0xFF bytes: NaN), so an element never written fails.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -467,6 +470,55 @@ inline std::vector<FlavoredCase> make_cases(uint64_t seed, int extra,
     cases.push_back({f, random_case(rng, cells[rng() % 4], groups[rng() % 3], f)});
   }
   return cases;
+}
+
+// ---- the test programs' command line ------------------------------------------------------
+
+struct Options {
+  int cases = -1;      // random cases on top of the fixed ones (-1: the suite's default)
+  uint64_t seed = 0;   // 0: a fresh seed, printed
+  double yield = 0.05; // threaded CPU backend: chance of a yield
+};
+
+inline uint64_t fresh_seed(const Options& o) {
+  if (o.seed) return o.seed;
+  return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
+}
+
+using Suite = std::pair<const char*, void (*)(const Options&)>;
+
+// PROGRAM SUITE [--cases N] [--seed S] [--yield P]: runs one suite, or "all"
+// (every suite but `not_in_all`), prints a summary; 1 if anything failed.
+inline int run_suites(int argc, char** argv, const std::vector<Suite>& suites,
+                      const std::vector<std::string>& not_in_all) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s SUITE [--cases N] [--seed S] [--yield P]\n", argv[0]);
+    return 2;
+  }
+  const std::string suite = argv[1];
+  Options o;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--cases") o.cases = std::atoi(argv[i + 1]);
+    else if (flag == "--seed") o.seed = std::strtoull(argv[i + 1], nullptr, 10);
+    else if (flag == "--yield") o.yield = std::atof(argv[i + 1]);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  bool found = false;
+  for (const Suite& s : suites) {
+    const bool in_all = suite == "all" && std::find(not_in_all.begin(), not_in_all.end(), s.first) == not_in_all.end();
+    if (suite == s.first || in_all) {
+      found = true;
+      s.second(o);
+    }
+  }
+  if (!found) {
+    std::fprintf(stderr, "unknown suite %s\n", suite.c_str());
+    return 2;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s: %d checks, %d failures, %.1f s\n", suite.c_str(), g_checks, g_failures, secs);
+  return g_failures ? 1 : 0;
 }
 
 }  // namespace ptest

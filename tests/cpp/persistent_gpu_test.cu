@@ -176,16 +176,6 @@ struct GpuLauncher {
 
 const std::vector<Flavor> kGpuFlavors = {Flavor::F32, Flavor::TF32, Flavor::BF16, Flavor::F16};
 
-struct Options {
-  int cases = -1;
-  uint64_t seed = 0;
-};
-
-uint64_t fresh_seed(const Options& o) {
-  if (o.seed) return o.seed;
-  return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
-}
-
 // The CPU test's cases (every cell x flavor x group kind, then random ones),
 // each with its own forced geometry.
 void suite_cases(const Options& o) {
@@ -396,10 +386,6 @@ void suite_time(const Options&) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s SUITE [--cases N] [--seed S]\n", argv[0]);
-    return 2;
-  }
   const Status s = device_info(0, &g_device);
   if (!s.ok()) {
     std::fprintf(stderr, "%s\n", s.message);
@@ -410,29 +396,8 @@ int main(int argc, char** argv) {
   std::printf("device: %s, cc %d.%d, %d SMs, %lld KB smem/block, clusters up to %d, cooperative %d\n", prop.name,
               g_device.cc_major, g_device.cc_minor, g_device.sm_count, (long long)(g_device.smem_per_block / 1024),
               g_device.max_cluster_blocks, int(g_device.cooperative_launch));
-  const std::string suite = argv[1];
-  Options o;
-  for (int i = 2; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--cases") o.cases = std::atoi(argv[i + 1]);
-    else if (flag == "--seed") o.seed = std::strtoull(argv[i + 1], nullptr, 10);
-  }
-  const std::pair<const char*, void (*)(const Options&)> suites[] = {
-      {"cases", suite_cases}, {"planned", suite_planned}, {"graph", suite_graph},
-      {"watchdog", suite_watchdog}, {"determinism", suite_determinism}, {"time", suite_time}};
-  const auto t0 = std::chrono::steady_clock::now();
-  bool found = false;
-  for (const auto& entry : suites) {
-    if (suite == entry.first || (suite == "all" && std::string(entry.first) != "time")) {
-      found = true;
-      entry.second(o);
-    }
-  }
-  if (!found) {
-    std::fprintf(stderr, "unknown suite %s\n", suite.c_str());
-    return 2;
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%s: %d checks, %d failures, %.1f s\n", suite.c_str(), g_checks, g_failures, secs);
-  return g_failures ? 1 : 0;
+  return run_suites(argc, argv,
+                    {{"cases", suite_cases}, {"planned", suite_planned}, {"graph", suite_graph},
+                     {"watchdog", suite_watchdog}, {"determinism", suite_determinism}, {"time", suite_time}},
+                    {"time"});
 }

@@ -53,17 +53,6 @@ Result run_cpu_flavor(Flavor f, const Case& c, const CpuOptions& opt, bool repor
 
 // ---- suites ---------------------------------------------------------------------------
 
-struct Options {
-  int cases = -1;
-  uint64_t seed = 0;
-  double yield = 0.05;
-};
-
-uint64_t fresh_seed(const Options& o) {
-  if (o.seed) return o.seed;
-  return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) | 1;
-}
-
 int run_cases(const std::vector<FlavoredCase>& cases, const CpuOptions& opt) {
   int passed = 0;
   for (const FlavoredCase& fc : cases) passed += run_cpu_flavor(fc.flavor, fc.c, opt).ok;
@@ -121,6 +110,23 @@ void suite_determinism(const Options& o) {
   std::printf("determinism: %d/%d cases bit-identical across sequential and threaded runs\n", same, total);
 }
 
+// Three blocks that depend on each other every step, for the fault tests.
+Case coupled_case(std::mt19937_64& rng, CellKind cell, GroupKind group) {
+  Case c = random_case(rng, cell, group, Flavor::F64);
+  c.blocks = 3, c.H = 9, c.T = 6, c.B = 2, c.rows = 2, c.lengths = false;
+  return c;
+}
+
+// Runs a case with a fault injected: its failures are the point, not news.
+Result run_with_fault(const Case& c, const CpuOptions& opt) {
+  const int before = g_failures;
+  g_expect_failures = true;
+  const Result r = run_cpu_flavor(Flavor::F64, c, opt, true);
+  g_expect_failures = false;
+  g_failures = before;
+  return r;
+}
+
 // A block that runs ahead of the barrier (sequential: one phase early) must
 // give wrong numbers: the reference check sees a broken barrier.
 void suite_broken_seq(const Options& o) {
@@ -129,15 +135,10 @@ void suite_broken_seq(const Options& o) {
   int caught = 0, total = 0;
   for (CellKind cell : {CellKind::LSTM, CellKind::GRU, CellKind::RNN_TANH, CellKind::RNN_RELU}) {
     for (GroupKind grp : {GroupKind::CLUSTER, GroupKind::GRID}) {
-      Case c = random_case(rng, cell, grp, Flavor::F64);
-      c.blocks = 3, c.H = 9, c.T = 6, c.B = 2, c.rows = 2, c.lengths = false;
+      const Case c = coupled_case(rng, cell, grp);
       CpuOptions opt;
       opt.skip_wait_block = 0;
-      const int before = g_failures;
-      g_expect_failures = true;
-      const Result r = run_cpu_flavor(Flavor::F64, c, opt, true);
-      g_expect_failures = false;
-      g_failures = before;
+      const Result r = run_with_fault(c, opt);
       ++total;
       caught += !r.ok;
       EXPECT(!r.ok, "broken-seq: a block running ahead of the barrier went unnoticed: %s",
@@ -154,17 +155,12 @@ void suite_broken_threads(const Options& o) {
   std::mt19937_64 rng(seed);
   int wrong = 0, total = 0;
   for (GroupKind grp : {GroupKind::CLUSTER, GroupKind::GRID}) {
-    Case c = random_case(rng, CellKind::LSTM, grp, Flavor::F64);
-    c.blocks = 3, c.H = 9, c.T = 6, c.B = 2, c.rows = 2, c.lengths = false;
+    const Case c = coupled_case(rng, CellKind::LSTM, grp);
     CpuOptions opt;
     opt.threaded = true;
     opt.skip_wait_block = 1;
     opt.yield_probability = o.yield;
-    const int before = g_failures;
-    g_expect_failures = true;
-    const Result r = run_cpu_flavor(Flavor::F64, c, opt, true);
-    g_expect_failures = false;
-    g_failures = before;
+    const Result r = run_with_fault(c, opt);
     ++total;
     wrong += !r.ok;
   }
@@ -469,36 +465,10 @@ void suite_table(const Options&) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s SUITE [--cases N] [--seed S] [--yield P]\n", argv[0]);
-    return 2;
-  }
-  const std::string suite = argv[1];
-  Options o;
-  for (int i = 2; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--cases") o.cases = std::atoi(argv[i + 1]);
-    else if (flag == "--seed") o.seed = std::strtoull(argv[i + 1], nullptr, 10);
-    else if (flag == "--yield") o.yield = std::atof(argv[i + 1]);
-  }
-  const std::pair<const char*, void (*)(const Options&)> suites[] = {
-      {"structure", suite_structure}, {"planner", suite_planner}, {"args", suite_args}, {"seq", suite_seq},
-      {"threads", suite_threads}, {"determinism", suite_determinism}, {"broken-seq", suite_broken_seq},
-      {"broken-threads", suite_broken_threads}, {"watchdog", suite_watchdog}, {"table", suite_table}};
-  const auto t0 = std::chrono::steady_clock::now();
-  bool found = false;
-  for (const auto& s : suites) {
-    const bool in_all = suite == "all" && std::string(s.first) != "broken-threads" && std::string(s.first) != "table";
-    if (suite == s.first || in_all) {
-      found = true;
-      s.second(o);
-    }
-  }
-  if (!found) {
-    std::fprintf(stderr, "unknown suite %s\n", suite.c_str());
-    return 2;
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%s: %d checks, %d failures, %.1f s\n", suite.c_str(), g_checks, g_failures, secs);
-  return g_failures ? 1 : 0;
+  return run_suites(argc, argv,
+                    {{"structure", suite_structure}, {"planner", suite_planner}, {"args", suite_args},
+                     {"seq", suite_seq}, {"threads", suite_threads}, {"determinism", suite_determinism},
+                     {"broken-seq", suite_broken_seq}, {"broken-threads", suite_broken_threads},
+                     {"watchdog", suite_watchdog}, {"table", suite_table}},
+                    {"broken-threads", "table"});
 }
