@@ -23,6 +23,9 @@ constexpr double kGridBarrierCycles = 1500;  // flags through L2, plus per block
 constexpr double kGridBarrierPerBlock = 10;
 constexpr double kCellCycles = 40;          // one gate of one cell, per thread
 constexpr int64_t kMinChunk = 32;           // GRID: fewest K values staged per pass
+// Shared memory a plan leaves free: the kernels' static __shared__ variables
+// count against the same per-block limit as the dynamic allocation.
+constexpr int64_t kStaticSmemReserve = 1024;
 
 Plan refuse(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 Plan refuse(const char* fmt, ...) {
@@ -76,20 +79,21 @@ Plan plan_layer(const LayerShape& s, const DeviceInfo& dev) {
   if (dev.sm_count < s.dirs) return refuse("does not apply: fewer SMs than directions");
 
   const MathKind math = math_for(s.dtype, s.allow_tf32);
+  const int64_t smem_limit = dev.smem_per_block - kStaticSmemReserve;
   Plan best;
   auto consider = [&](Choice c) {
     const int64_t units = ceil_div(s.H, c.blocks);
     if ((c.blocks - 1) * units >= s.H) return;  // a block without units
     Geometry g = make_geometry(s.cell, s.dtype, math, s.pass, s.B, s.H, s.dirs, c);
-    if (g.smem_bytes > dev.smem_per_block && c.group == GroupKind::GRID) {
+    if (g.smem_bytes > smem_limit && c.group == GroupKind::GRID) {
       // Stage X in K chunks as large as the rest of shared memory leaves room for.
-      const int64_t room = dev.smem_per_block - (g.smem_bytes - stage_region(g));
+      const int64_t room = smem_limit - (g.smem_bytes - stage_region(g));
       const int64_t pad = 16 / g.elem_bytes;
       c.chunk = (room / (g.Np * g.elem_bytes) - pad) / g.step_k * g.step_k;
       if (c.chunk < kMinChunk) return;
       g = make_geometry(s.cell, s.dtype, math, s.pass, s.B, s.H, s.dirs, c);
     }
-    if (g.smem_bytes > dev.smem_per_block) return;
+    if (g.smem_bytes > smem_limit) return;
     const double cycles = estimate_cycles(g);
     if (!best.applies || cycles < best.cycles_per_step) {
       best.applies = true;
