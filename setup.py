@@ -85,6 +85,8 @@ def openmp_flags():
 
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # The persistent kernels' planner and argument checks: torch-free C++.
+    sources += sorted(glob.glob("csrc/persistent/*.cpp"))
     # No trapping math lets GCC vectorise the branch-free cell loops (results unchanged).
     cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + openmp_flags()
     link = shared_libstdcxx_link_args() + openmp_flags()

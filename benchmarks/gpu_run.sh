@@ -17,6 +17,8 @@
 #             (its table also goes to summary.txt)
 #   profile   benchmarks/gpu_profile.py: kernel time against wall time
 #             per step, rnnkit and cuDNN                          -> summary.txt
+#   persistent benchmarks/persistent_gpu_run.sh without its sanitizers (after
+#             build): barrier table, entry-point tests, us per step -> summary.txt, build.log
 # OUTDIR ends up with 8 files, the most the device tool brings back.
 #
 # Needs: python3 with torch (CUDA build), nvcc, ninja, pytest; no network.
@@ -127,6 +129,14 @@ grep -E "^rnnkit .*built_with_cuda" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
   echo "--- C++ runtime code defined inside the extension (expect 0): $(nm -C --defined-only rnnkit/_C*.so 2>/dev/null | grep -c 'std::locale::')"
 } >> "$BUILD_LOG" 2>&1
 grep -E "^--- C\+\+ runtime" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
+
+# ---- persistent kernels (torch-free): barrier costs, entry points, time per step ----------------
+PERSISTENT_LOG="$(mktemp -d)/persistent.log"
+SANITIZE=0 run_stage persistent "$(stage_limit 150 300)" "$PERSISTENT_LOG" benchmarks/persistent_gpu_run.sh
+{ echo "--- persistent kernels"; sed -n '/^=== summary/,$p' "$PERSISTENT_LOG"; grep -E "^(device|cases|planned|graph|determinism|watchdog|all):|^FAIL" "$PERSISTENT_LOG" | head -60; } >> "$SUMMARY"
+sed -n '/^=== time/,/^=== summary/p' "$PERSISTENT_LOG" >> "$SUMMARY"
+cat "$PERSISTENT_LOG" >> "$BUILD_LOG"
+rm -rf "$(dirname "$PERSISTENT_LOG")"
 
 # ---- tests -----------------------------------------------------------------------------------
 PYTEST_LOG="$OUTDIR/pytest.log"
