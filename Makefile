@@ -1,6 +1,7 @@
 # make setup  - virtual environment with torch, then rnnkit built against it
 # make bench  - the benchmark and self-check (python -m rnnkit.bench)
 # make test   - the test suite
+# make setup TORCH=torch==2.13.0  - a CPU-only torch instead of the CUDA build (see README)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1
@@ -17,7 +18,8 @@ $(VENV)/.deps:
 	$(PY) -m pip install --quiet "$(TORCH)" numpy pytest ninja matplotlib tqdm statsmodels
 	touch $@
 
-$(VENV)/.built: $(VENV)/.deps setup.py $(wildcard csrc/*.* csrc/*/*.*)
+# --no-build-isolation: rnnkit is compiled against the torch in $(VENV), the one that will run it.
+$(VENV)/.built: $(VENV)/.deps setup.py rnnkit/_build.py $(wildcard csrc/*.* csrc/*/*.*)
 	MAX_JOBS=2 $(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $@
 
@@ -28,4 +30,4 @@ test: setup
 	$(PY) -m pytest tests -q -rs
 
 clean:
-	rm -rf build *.egg-info rnnkit/_C*.so
+	rm -rf build *.egg-info rnnkit/_C*.so rnnkit/_build_info.py

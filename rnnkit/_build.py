@@ -12,6 +12,7 @@ before rnnkit can be imported.
 """
 import ast
 import importlib
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -91,13 +92,18 @@ def load_extension() -> ModuleType:
     problem = torch_mismatch(info, torch.__version__) if info is not None else None
     if problem:
         raise ImportError(problem)
+    build = f"Build it against the running torch {torch.__version__}:\n    {rebuild_command(info)}"
+    # Another checkout's editable install can answer for rnnkit._C when this
+    # copy has none; its build is not this one's.
+    spec = importlib.util.find_spec("rnnkit._C")
+    if spec is None or os.path.dirname(os.path.abspath(spec.origin)) != PACKAGE_DIR:
+        elsewhere = f" (Python found {spec.origin}, which belongs to another copy of rnnkit)" if spec else ""
+        raise ImportError(f"rnnkit's compiled part (rnnkit._C) has not been built in {PACKAGE_DIR}{elsewhere}. "
+                          + build)
     try:
         return importlib.import_module("rnnkit._C")
     except ImportError as exc:
-        why = "it has not been built here" if info is None else f"it was built against torch {info.torch}"
-        raise ImportError(f"rnnkit's compiled part (rnnkit._C) could not be loaded ({exc}); {why}. "
-                          f"Build it against the running torch {torch.__version__}:\n"
-                          f"    {rebuild_command(info)}") from exc
+        raise ImportError(f"rnnkit's compiled part (rnnkit._C) could not be loaded ({exc}). " + build) from exc
 
 
 def git_commit(folder: str) -> Optional[str]:
