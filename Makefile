@@ -5,6 +5,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1
+# Where torch comes from, e.g. https://download.pytorch.org/whl/cpu for its CPU-only builds.
+TORCH_INDEX ?=
 # nvcc on the PATH may be a wrapper script; setup.py also looks for the toolkit.
 export CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda))
 
@@ -15,7 +17,8 @@ setup: $(VENV)/.built
 $(VENV)/.deps:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" numpy pytest ninja matplotlib tqdm statsmodels
+	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet numpy pytest ninja matplotlib tqdm statsmodels
 	touch $@
 
 # --no-build-isolation: rnnkit is compiled against the torch in $(VENV), the one that will run it.

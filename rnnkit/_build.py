@@ -96,8 +96,9 @@ def load_extension() -> ModuleType:
     # Another checkout's editable install can answer for rnnkit._C when this
     # copy has none; its build is not this one's.
     spec = importlib.util.find_spec("rnnkit._C")
-    if spec is None or os.path.dirname(os.path.abspath(spec.origin)) != PACKAGE_DIR:
-        elsewhere = f" (Python found {spec.origin}, which belongs to another copy of rnnkit)" if spec else ""
+    origin = spec.origin if spec is not None else None
+    if origin is None or os.path.dirname(os.path.abspath(origin)) != PACKAGE_DIR:
+        elsewhere = f" (Python found {origin}, which belongs to another copy of rnnkit)" if origin else ""
         raise ImportError(f"rnnkit's compiled part (rnnkit._C) has not been built in {PACKAGE_DIR}{elsewhere}. "
                           + build)
     try:

@@ -3,7 +3,7 @@ shape spec that --shape reads and --list prints, see SHAPE_HELP), and the suites
 """
 import argparse
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -31,7 +31,7 @@ CALLS = {
 }
 
 # The PyTorch fastrnns benchmark default: T=100, B=64, I=H=512, one layer.
-FASTRNNS = {"seq": 100, "batch": 64, "hidden": 512, "input_size": 512, "layers": 1, "bidirectional": False,
+FASTRNNS: Dict[str, Any] = {"seq": 100, "batch": 64, "hidden": 512, "input_size": 512, "layers": 1, "bidirectional": False,
             "proj": 0, "batch_first": False, "packed": False, "call": "layer"}
 
 
@@ -150,7 +150,7 @@ def parse_shape(text: str) -> dict:
     if not sep:
         raise argparse.ArgumentTypeError(f"shape {text!r}: expected KIND:T=..,B=..,H=..[,..], e.g. "
                                          "lstm:T=35,B=20,I=200,H=200,layers=2")
-    found = {"cell": parse_cell(kind)}
+    found: Dict[str, Any] = {"cell": parse_cell(kind)}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
         upper = key.strip().upper()
@@ -233,6 +233,10 @@ def quick_suite(device: str) -> List[Config]:
 def sweep(device: str) -> List[Config]:
     """The size sweep of DESIGN.md. The CPU keeps to B <= 64, H <= 512,
     T = 100 and fp32, so that it ends in minutes on 2 cores."""
+    dtypes: Tuple[str, ...]
+    batches: Tuple[int, ...]
+    hiddens: Tuple[int, ...]
+    seqs: Tuple[int, ...]
     if device == "cuda":
         dtypes, batches, hiddens, seqs = ("fp32", "bf16", "fp16"), (1, 8, 64, 256), (128, 256, 512, 1024), (100, 1000)
     else:

@@ -19,7 +19,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from statistics import median, quantiles
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
@@ -68,7 +68,7 @@ def make_modules(cfg: Config, device: str, impl: Dict[str, type], seed: int = 0)
     weights are drawn on the CPU in fp32 under a fixed seed, so every device
     and dtype starts from the same numbers, then both sides are converted alike."""
     kind = cells.kind(cfg.cell)
-    kwargs = kind.torch_layer_kwargs()
+    kwargs: Dict[str, Any] = dict(kind.torch_layer_kwargs())
     if cfg.call == "cell":
         ref_class = kind.torch_cell
     else:
@@ -294,7 +294,7 @@ def time_pair(steps: Dict[str, Callable[[], None]], device: str, budget: float,
     max_reps rounds: a budget, not a count, so tiny cases get many samples and
     huge ones do not take minutes."""
     names = list(steps)
-    times = {n: [] for n in names}
+    times: Dict[str, List[float]] = {n: [] for n in names}
     started = time.perf_counter()
     for r in range(max_reps):
         for n in (names if r % 2 == 0 else names[::-1]):
@@ -332,7 +332,7 @@ def spread(samples: Sequence[float]) -> float:
 def time_sides(cfg: Config, steps: Dict[str, Callable[[], None]], device: str, budget: float,
                min_reps: int, max_reps: int) -> dict:
     """Warm-up, peak memory and timing of both sides: the row's time fields."""
-    found = {}
+    found: Dict[str, Any] = {}
     # Warm-up: the first calls (they also measure peak memory), then calls
     # thrown away until a share of the budget is spent; short steps need
     # many before caches, thread pools and clocks settle, long ones none.
