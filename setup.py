@@ -44,7 +44,10 @@ def users_torch_version():
 def no_torch_message():
     """What to do when torch cannot be imported here: almost always pip's
     isolated build environment, which holds only what pyproject.toml lists."""
-    command = f"{sys.executable} -m pip install --no-build-isolation ."
+    # pip builds a local folder where it is, an archive or URL in a temporary folder of its own
+    temporary = any(part.startswith("pip-") for part in ROOT.split(os.sep)[-2:])
+    source = "<the same source you gave pip>" if temporary else ROOT
+    command = f"{sys.executable} -m pip install --no-build-isolation {source}"
     users = users_torch_version()
     if users:
         what = f"Your environment has torch {users}. Build rnnkit against it:"

@@ -214,7 +214,7 @@ def test_a_build_that_cannot_see_torch_stops_at_once_with_the_command(tmp_path):
     message = " ".join(done.stderr.split())
     assert "rnnkit is compiled against the torch it will run with" in message
     assert f"Your environment has torch {PUBLIC_TORCH}" in message
-    assert f"{sys.executable} -m pip install --no-build-isolation ." in message
+    assert f"{sys.executable} -m pip install --no-build-isolation {ROOT} (add -e for an editable install)" in message
 
 
 def test_pip_install_with_build_isolation_stops_fast(tmp_path):

@@ -31,8 +31,8 @@ CALLS = {
 }
 
 # The PyTorch fastrnns benchmark default: T=100, B=64, I=H=512, one layer.
-FASTRNNS: Dict[str, Any] = {"seq": 100, "batch": 64, "hidden": 512, "input_size": 512, "layers": 1, "bidirectional": False,
-            "proj": 0, "batch_first": False, "packed": False, "call": "layer"}
+FASTRNNS: Dict[str, Any] = {"seq": 100, "batch": 64, "hidden": 512, "input_size": 512, "layers": 1,
+                            "bidirectional": False, "proj": 0, "batch_first": False, "packed": False, "call": "layer"}
 
 
 @dataclass(frozen=True)
