@@ -9,12 +9,17 @@ take it. Wall time well above kernel time means the host (dispatch and launch
 overhead) sets the pace, not the GPU.
 """
 import argparse
+import os
+import sys
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from rnnkit import bench
+# The rnnkit of this checkout, not another one that happens to be installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rnnkit.bench import timing  # noqa: E402
+from rnnkit.bench.suite import Config  # noqa: E402
 
 CONFIGS = [  # cell, B, H, T
     ("LSTM", 64, 512, 100),
@@ -25,8 +30,8 @@ CONFIGS = [  # cell, B, H, T
 
 def make_pair(cell, B, H, T, device="cuda"):
     """(torch.nn module, rnnkit module) with the same weights, as the benchmark builds them."""
-    cfg = bench.Config(cell=cell, mode="inference", dtype="fp32", batch=B, hidden=H, seq=T)
-    return bench.make_modules(cfg, device, bench.rnnkit_classes())
+    cfg = Config(cell=cell, mode="inference", dtype="fp32", batch=B, hidden=H, seq=T)
+    return timing.make_modules(cfg, device, timing.rnnkit_classes())
 
 
 def wall_per_run(fn, reps=20):

@@ -11,9 +11,10 @@
 #   pytest    all tests, the GPU ones first                        -> pytest.log, junit.xml
 #   sanitize  compute-sanitizer memcheck on a forward+backward of every
 #             cell kind (benchmarks/sanitize_run.py)               -> sanitize.log
-#   bench     python3 -m rnnkit.bench --device cuda (quick suite: the fastrnns
-#             default T=100 B=64 I=H=512 in fp32 and bf16, inference and
-#             training, rnnkit vs cuDNN, plus batch-1 latency)    -> bench_gpu.json, bench_gpu.md
+#   bench     python3 -m rnnkit.bench --device cuda --suite $RNNKIT_GPU_BENCH_SUITE
+#             (default quick: the fastrnns default T=100 B=64 I=H=512 in fp32
+#             and bf16, inference and training, rnnkit vs cuDNN, plus batch-1
+#             latency; real: the shapes from real programs)      -> bench_gpu.json, bench_gpu.md
 #             (its table also goes to summary.txt)
 #   profile   benchmarks/gpu_profile.py: kernel time against wall time
 #             per step, rnnkit and cuDNN                          -> summary.txt
@@ -122,6 +123,7 @@ import rnnkit, torch
 print('rnnkit', rnnkit.__file__, 'built_with_cuda', rnnkit.built_with_cuda(), 'gpu', torch.cuda.is_available())
 assert rnnkit.built_with_cuda(), 'rnnkit was built without its CUDA kernels'
 "
+run_stage about 60 "$BUILD_LOG" "$PY" -m rnnkit
 grep -E "^rnnkit .*built_with_cuda" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
 # The extension must use the process's C++ runtime, not carry a copy of it.
 {
@@ -173,7 +175,7 @@ grep -E "ERROR SUMMARY|sanitize_run:|NON-FINITE" "$SAN_LOG" | tail -4 | sed 's/^
 # ---- benchmark -----------------------------------------------------------------------------------
 BENCH_CONSOLE="$(mktemp -d)/bench_console.log"
 run_stage bench "$(stage_limit 180 0)" "$BENCH_CONSOLE" \
-  "$PY" -m rnnkit.bench --device cuda --no-progress \
+  "$PY" -m rnnkit.bench --device cuda --suite "${RNNKIT_GPU_BENCH_SUITE:-quick}" --no-progress \
   --json "$OUTDIR/bench_gpu.json" --markdown "$OUTDIR/bench_gpu.md"
 if [[ ! -s "$OUTDIR/bench_gpu.json" ]]; then
   # The suite did not finish: at least the fastrnns default, ops level, vs cuDNN.
