@@ -1,4 +1,4 @@
-"""The rnnkit custom ops: fake (meta) kernels, autograd, and Python entry points.
+"""The rnnkit custom ops: checks, fake kernels, autograd, and Python entry points.
 
 The schemas and the CPU/CUDA kernels are registered by the compiled module
 (csrc/ops.cpp). Ops, all time-major and one layer in one direction:
@@ -11,38 +11,153 @@ The schemas and the CPU/CUDA kernels are registered by the compiled module
 
 mode is "LSTM", "GRU", "RNN_TANH" or "RNN_RELU". `saved` holds what
 backward needs; it is empty when training is False.
+
+How each kind of derivative is taken:
+  - backward (first order): the engine's backward op, from what forward saved.
+  - backward that builds a graph (create_graph=True: double backward, gradient
+    penalties, Hessian-vector products): the layer is recomputed in plain torch
+    ops (rnnkit.composite) from the saved inputs and autograd differentiates
+    that, so the gradients are themselves differentiable.
+  - forward-mode AD and torch.func transforms (grad, vjp, jvp, jacrev, jacfwd,
+    vmap, ...): the op runs as the composite, which every transform knows; vmap
+    batches it natively.
+The backward ops have no derivative: called where autograd would record them,
+they raise rather than leave a silently partial graph.
 """
 from typing import Optional, Tuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from . import _C  # noqa: F401  (loading it registers the schemas and kernels)
+from . import cells, composite
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+# Gate rows per hidden unit, by mode (cells.KINDS is the table; kept for callers of ops.GATES).
+GATES = {mode: kind.gates for mode, kind in cells.KINDS.items()}
 # Values per hidden unit kept for backward (see csrc/cells.h saved_count).
 SAVED_PER_UNIT = {"LSTM": 5, "GRU": 4, "RNN_TANH": 0, "RNN_RELU": 0}
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+_LAYER = torch.ops.rnnkit.rnn_layer.default
+_LAYER_BACKWARD = torch.ops.rnnkit.rnn_layer_backward.default
+_CELL = torch.ops.rnnkit.rnn_cell.default
+_CELL_BACKWARD = torch.ops.rnnkit.rnn_cell_backward.default
 
 
-def _layer_sizes(mode, x, h0, w_hh, w_hr):
-    """Sizes of a layer call, with the checks that fake tensors allow (the
-    compiled kernels check everything again, values included)."""
-    if mode not in GATES:
-        raise ValueError(f"rnnkit: unknown mode {mode!r}; expected one of {sorted(GATES)}")
+# ---- argument checks: the compiled kernels' (csrc/checks.cpp), for the paths
+# that do not reach them (fake tensors, a meta tensor among the arguments, the
+# composite). Same exception types and wording. ------------------------------------
+
+def _check_like_input(t: Tensor, x: Tensor, name: str) -> None:
+    if t.dtype != x.dtype:
+        raise TypeError(f"rnnkit: {name} has dtype {t.dtype} but the input has dtype {x.dtype}; "
+                        "all tensors must have the same dtype")
+    if t.device != x.device:
+        raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
+                         "all tensors must be on the same device")
+
+
+def _check_shape(t: Tensor, shape: tuple, name: str) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"rnnkit: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    """Ranks, shapes, dtypes and devices of a layer call; returns (T, B, I, H, P)."""
+    gates = cells.kind(mode).gates
     if x.dim() != 3:
-        raise ValueError(f"rnnkit: input must be 3-D (seq_len, batch, input_size), got {x.dim()}-D")
-    for name, t in (("h0", h0), ("weight_hh", w_hh)):
-        if t.dtype != x.dtype:
-            raise TypeError(f"rnnkit: {name} has dtype {t.dtype} but the input has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
-                             "all tensors must be on the same device")
-    T, B, _ = x.shape
-    H = w_hh.shape[0] // GATES[mode]
-    P = w_hr.shape[0] if w_hr is not None else H
-    if tuple(h0.shape) != (B, P):
-        raise ValueError(f"rnnkit: h0 must have shape ({B}, {P}), got {tuple(h0.shape)}")
-    return T, B, H, P
+        raise ValueError(f"rnnkit: input must be 3-D (seq_len, batch, input_size), got "
+                         f"{x.dim()}-D with shape {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"rnnkit: input dtype {x.dtype} is not supported; use float32, float64, "
+                        "float16 or bfloat16")
+    if w_ih.dim() != 2 or w_hh.dim() != 2:
+        raise ValueError(f"rnnkit: weight_ih and weight_hh must be 2-D, got {tuple(w_ih.shape)} "
+                         f"and {tuple(w_hh.shape)}")
+    G = w_hh.shape[0]
+    if G % gates != 0 or G <= 0:
+        raise ValueError(f"rnnkit: weight_hh has {G} rows, not a positive multiple of {gates} gates")
+    H = G // gates
+    T, B, I = x.shape
+    _check_like_input(w_ih, x, "weight_ih")
+    _check_like_input(w_hh, x, "weight_hh")
+    if w_ih.shape[0] != G:
+        raise ValueError(f"rnnkit: weight_ih must have {G} rows like weight_hh, got {w_ih.shape[0]}")
+    if w_ih.shape[1] != I:
+        raise ValueError(f"rnnkit: input has {I} features but weight_ih expects {w_ih.shape[1]} "
+                         "(input_size)")
+    P = H
+    if w_hr is not None:
+        if mode != "LSTM":
+            raise ValueError("rnnkit: weight_hr (projection) is only for LSTM")
+        _check_like_input(w_hr, x, "weight_hr")
+        if w_hr.dim() != 2 or w_hr.shape[1] != H or w_hr.shape[0] <= 0:
+            raise ValueError(f"rnnkit: weight_hr must have shape (proj_size, {H}), got "
+                             f"{tuple(w_hr.shape)}")
+        P = w_hr.shape[0]
+    if w_hh.shape[1] != P:
+        raise ValueError(f"rnnkit: weight_hh must have {P} columns (the width of h), got "
+                         f"{w_hh.shape[1]}")
+    for bias, name in ((b_ih, "bias_ih"), (b_hh, "bias_hh")):
+        if bias is not None:
+            _check_like_input(bias, x, name)
+            _check_shape(bias, (G,), name)
+    _check_like_input(h0, x, "h0")
+    _check_shape(h0, (B, P), "h0 (Expected hidden size)")
+    if mode == "LSTM":
+        if c0 is None:
+            raise ValueError("rnnkit: LSTM needs c0")
+        _check_like_input(c0, x, "c0")
+        _check_shape(c0, (B, H), "c0 (Expected cell size)")
+    elif c0 is not None:
+        raise ValueError("rnnkit: c0 is only for LSTM")
+    if lengths is not None:
+        if lengths.dtype != torch.int64:
+            raise TypeError(f"rnnkit: lengths must be int64, got {lengths.dtype}")
+        if lengths.device != x.device:
+            raise ValueError(f"rnnkit: lengths is on {lengths.device} but the input is on "
+                             f"{x.device}")
+        _check_shape(lengths, (B,), "lengths")
+    return T, B, I, H, P
+
+
+def _check_lengths_values(lengths: Optional[Tensor], T: int) -> None:
+    """What the CPU kernel checks of the values (a GPU would pay a sync for it)."""
+    if (lengths is not None and lengths.device.type == "cpu" and lengths.numel()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(lengths)
+            and not (0 <= int(lengths.min()) and int(lengths.max()) <= T)):
+        raise ValueError(f"rnnkit: lengths must lie in [0, {T}] (seq_len)")
+
+
+def _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    if x.dim() != 2:
+        raise ValueError(f"rnnkit: cell input must be 2-D (batch, input_size), got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")
+    return _check_layer_args(mode, x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None, None)
+
+
+def _check_grads(grads_and_likes, x):
+    """Incoming gradients have the shape, dtype and device of what they belong to."""
+    for grad, like, name in grads_and_likes:
+        if grad is not None:
+            _check_shape(grad, tuple(like.shape), name)
+            _check_like_input(grad, x, name)
+
+
+def _check_from_forward(output, output_shape, output_name, saved, saved_shape, x):
+    """What a backward op is handed from its forward: an output and `saved`."""
+    _check_like_input(output, x, output_name)
+    _check_shape(output, output_shape, output_name)
+    _check_like_input(saved, x, "saved")
+    if 0 not in saved_shape and tuple(saved.shape) != saved_shape:
+        raise ValueError("rnnkit: backward needs what a forward with training=True saved; got a "
+                         f"saved tensor of shape {tuple(saved.shape)}")
+
+
+def _empty_saved(x: Tensor, B: int) -> Tensor:
+    """`saved` of a call that keeps nothing for backward (training=False)."""
+    return x.new_empty((0, B, 0))
 
 
 # ---- fake kernels: shapes only, for torch.compile and meta tensors ----------
@@ -50,20 +165,22 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
 
 @torch.library.register_fake("rnnkit::rnn_layer")
 def _rnn_layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):
-    T, B, H, P = _layer_sizes(mode, x, h0, w_hh, w_hr)
-    saved_width = SAVED_PER_UNIT[mode] * H
+    T, B, _, H, P = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
     return (
         x.new_empty((T, B, P)),
         x.new_empty((B, P)),
         x.new_empty((B, H)) if mode == "LSTM" else x.new_empty((0,)),
-        x.new_empty((T if training else 0, B, saved_width if training else 0)),
+        x.new_empty((T, B, SAVED_PER_UNIT[mode] * H)) if training else _empty_saved(x, B),
     )
 
 
 @torch.library.register_fake("rnnkit::rnn_layer_backward")
 def _rnn_layer_backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_hr, lengths, y,
                              saved, mode, reverse):
-    _layer_sizes(mode, x, h0, w_hh, w_hr)
+    T, B, _, H, P = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, None, None, w_hr, lengths)
+    _check_from_forward(y, (T, B, P), "y", saved, (T, B, SAVED_PER_UNIT[mode] * H), x)
+    _check_grads([(grad_y, y, "grad_y"), (grad_hn, h0, "grad_hn"),
+                  (grad_cn if mode == "LSTM" else None, c0, "grad_cn")], x)
     return (
         torch.empty_like(x),
         torch.empty_like(h0),
@@ -78,19 +195,19 @@ def _rnn_layer_backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_
 
 @torch.library.register_fake("rnnkit::rnn_cell")
 def _rnn_cell_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
-    if x.dim() != 2:
-        raise ValueError(f"rnnkit: cell input must be 2-D (batch, input_size), got {x.dim()}-D")
-    _, B, H, _ = _layer_sizes(mode, x.unsqueeze(0), h, w_hh, None)
-    saved_width = SAVED_PER_UNIT[mode] * H
+    _, B, _, H, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
     return (
         x.new_empty((B, H)),
         x.new_empty((B, H)) if mode == "LSTM" else x.new_empty((0,)),
-        x.new_empty((1 if training else 0, B, saved_width if training else 0)),
+        x.new_empty((1, B, SAVED_PER_UNIT[mode] * H)) if training else _empty_saved(x, B),
     )
 
 
 @torch.library.register_fake("rnnkit::rnn_cell_backward")
 def _rnn_cell_backward_fake(grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, mode):
+    _, B, _, H, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, None, None)
+    _check_from_forward(h_new, (B, H), "h_new", saved, (1, B, SAVED_PER_UNIT[mode] * H), x)
+    _check_grads([(grad_h, h, "grad_h"), (grad_c if mode == "LSTM" else None, c, "grad_c")], x)
     return (
         torch.empty_like(x),
         torch.empty_like(h),
@@ -102,47 +219,179 @@ def _rnn_cell_backward_fake(grad_h, grad_c, x, h, c, w_ih, w_hh, h_new, saved, m
     )
 
 
-# ---- autograd -----------------------------------------------------------------
+# ---- the composite as the ops' implementation -------------------------------------
+# Same results as the kernels (saved: empty, as without training: nothing of the
+# engine's is kept, autograd keeps what the composite needs).
 
-def _layer_setup_context(ctx, inputs, output):
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training = inputs
-    y, _, _, saved = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved)
-    ctx.mode, ctx.reverse = mode, reverse
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
-
-
-def _layer_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
-    x, h0, c0, w_ih, w_hh, w_hr, lengths, y, saved = ctx.saved_tensors
-    grads = torch.ops.rnnkit.rnn_layer_backward(
-        grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0, w_ih, w_hh, w_hr,
-        lengths, y, saved, ctx.mode, ctx.reverse)
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = grads
-    return (dx, dh0, dc0 if c0 is not None else None, dw_ih, dw_hh,
-            db_ih if ctx.has_bias[0] else None, db_hh if ctx.has_bias[1] else None,
-            dw_hr if w_hr is not None else None, None, None, None, None)
+def _layer_composite(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):
+    T, B, _, _, _ = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+    _check_lengths_values(lengths, T)
+    y, h_n, c_n = composite.layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse)
+    return y, h_n, (c_n if c_n is not None else x.new_empty((0,))), _empty_saved(x, B)
 
 
-def _cell_setup_context(ctx, inputs, output):
-    x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training = inputs
-    h_new, _, saved = output
-    ctx.save_for_backward(x, h, c, w_ih, w_hh, h_new, saved)
-    ctx.mode = mode
-    ctx.has_bias = (b_ih is not None, b_hh is not None)
+def _cell_composite(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
+    _, B, _, _, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_new, c_new = composite.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, mode)
+    return h_new, (c_new if c_new is not None else x.new_empty((0,))), _empty_saved(x, B)
 
 
-def _cell_backward(ctx, grad_h, grad_c, _grad_saved):
-    x, h, c, w_ih, w_hh, h_new, saved = ctx.saved_tensors
-    dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh = torch.ops.rnnkit.rnn_cell_backward(
-        grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh, h_new, saved, ctx.mode)
-    return (dx, dh, dc if c is not None else None, dw_ih, dw_hh,
-            db_ih if ctx.has_bias[0] else None, db_hh if ctx.has_bias[1] else None, None, None)
+# ---- the engine's backward: the only calls of the backward ops ------------------------
+# Below autograd: these calls are never recorded (the Autograd kernels of the
+# backward ops, which refuse to be recorded, are for other callers).
+
+def _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn):
+    x, h0, c0, w_ih, w_hh, _, _, w_hr, lengths, y, saved = ctx.saved_tensors
+    with torch._C._AutoDispatchBelowAutograd():
+        grads = _LAYER_BACKWARD(grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0,
+                                w_ih, w_hh, w_hr, lengths, y, saved, ctx.mode, ctx.reverse)
+    return grads  # dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-torch.library.register_autograd("rnnkit::rnn_layer", _layer_backward,
-                                setup_context=_layer_setup_context)
-torch.library.register_autograd("rnnkit::rnn_cell", _cell_backward,
-                                setup_context=_cell_setup_context)
+def _engine_cell_grads(ctx, grad_h, grad_c):
+    x, h, c, w_ih, w_hh, _, _, h_new, saved = ctx.saved_tensors
+    with torch._C._AutoDispatchBelowAutograd():
+        grads = _CELL_BACKWARD(grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh,
+                               h_new, saved, ctx.mode)
+    return grads  # dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh
+
+
+# ---- autograd -------------------------------------------------------------------------
+
+def _below_autograd(op, keyset, args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+
+def _transformed(tensors) -> bool:
+    """Whether a torch.func transform or forward-mode AD is watching this call:
+    then only the composite gives correct derivatives (the kernels have neither
+    a jvp nor a batching rule, and a transform cannot see through them)."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if fwAD._current_level < 0:  # no dual level open: no tangents anywhere
+        return False
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _composite_grads(fn, inputs, needed, grad_outputs):
+    """The gradients of fn at inputs against grad_outputs, as a graph that
+    autograd can differentiate again (in inputs and in grad_outputs).
+
+    Each input enters fn through its own alias, so a tensor passed twice
+    (b_ih is b_hh) gets each position's gradient rather than their sum twice.
+    """
+    aliases = [None if t is None else t.view_as(t) for t in inputs]
+    outputs = fn(*aliases)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
+             if o is not None and g is not None and o.requires_grad]
+    wanted = [a for a, need in zip(aliases, needed) if need and a is not None]
+    got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                              create_graph=True, allow_unused=True) if pairs and wanted else ()
+    got = iter(got)
+    return [next(got, None) if need and a is not None else None
+            for a, need in zip(aliases, needed)]
+
+
+class _Layer(torch.autograd.Function):
+    @staticmethod
+    def forward(keyset, *args):
+        return _below_autograd(_LAYER, keyset, args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, _ = inputs
+        y, _, _, saved = output
+        ctx.mark_non_differentiable(saved)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, saved)
+        ctx.mode, ctx.reverse = mode, reverse
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, _, _ = ctx.saved_tensors
+        inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+        if torch.is_grad_enabled():  # create_graph=True
+            def layer(*tensors):
+                return composite.layer(*tensors, lengths, ctx.mode, ctx.reverse)
+            grads = _composite_grads(layer, inputs, ctx.needs_input_grad[1:9],
+                                     (grad_y, grad_hn, grad_cn))
+        else:
+            grads = _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn)
+        # Engine gradients of absent optional inputs come back as empty tensors.
+        grads = [g if t is not None else None for g, t in zip(grads, inputs)]
+        return (None, *grads, None, None, None, None)
+
+
+class _Cell(torch.autograd.Function):
+    @staticmethod
+    def forward(keyset, *args):
+        return _below_autograd(_CELL, keyset, args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, x, h, c, w_ih, w_hh, b_ih, b_hh, mode, _ = inputs
+        h_new, _, saved = output
+        ctx.mark_non_differentiable(saved)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, saved)
+        ctx.mode = mode
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c, _grad_saved):
+        x, h, c, w_ih, w_hh, b_ih, b_hh, _, _ = ctx.saved_tensors
+        inputs = (x, h, c, w_ih, w_hh, b_ih, b_hh)
+        if torch.is_grad_enabled():  # create_graph=True
+            def cell(*tensors):
+                return composite.cell(*tensors, ctx.mode)
+            grads = _composite_grads(cell, inputs, ctx.needs_input_grad[1:8], (grad_h, grad_c))
+        else:
+            grads = _engine_cell_grads(ctx, grad_h, grad_c)
+        grads = [g if t is not None else None for g, t in zip(grads, inputs)]
+        return (None, *grads, None, None)
+
+
+def _forward_kernel(op, function, run_composite, tensor_count):
+    """The Autograd kernel of a forward op: the composite under a transform, the
+    engine with a saved-state backward when autograd records, the bare engine otherwise."""
+    def kernel(keyset, *args):
+        if _transformed(args[:tensor_count]):
+            return run_composite(*args)
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return function.apply(keyset, *args)
+        return _below_autograd(op, keyset, args)
+    return kernel
+
+
+def _backward_kernel(op):
+    """The Autograd kernel of a backward op: it has no derivative of its own."""
+    def kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            raise RuntimeError(
+                f"rnnkit: {op.name()} has no derivative, so autograd cannot record it; "
+                "differentiate rnnkit.ops.rnn_layer / rnn_cell (or an rnnkit module) instead, "
+                "with create_graph=True for higher orders, or call it under torch.no_grad()")
+        return _below_autograd(op, keyset, args)
+    return kernel
+
+
+def _vmap_rule(run_composite):
+    """vmap of a forward op: the composite on each slice of the batch, stacked
+    (inner transforms, if any, see the composite's torch ops)."""
+    def rule(info, in_dims, *args):
+        outputs = [run_composite(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims)))
+                   for i in range(info.batch_size)]
+        return tuple(torch.stack(o) for o in zip(*outputs)), (0,) * len(outputs[0])
+    return rule
+
+
+_lib = torch.library.Library("rnnkit", "IMPL")
+_lib.impl("rnn_layer", _forward_kernel(_LAYER, _Layer, _layer_composite, 9), "Autograd",
+          with_keyset=True)
+_lib.impl("rnn_cell", _forward_kernel(_CELL, _Cell, _cell_composite, 7), "Autograd",
+          with_keyset=True)
+_lib.impl("rnn_layer_backward", _backward_kernel(_LAYER_BACKWARD), "Autograd", with_keyset=True)
+_lib.impl("rnn_cell_backward", _backward_kernel(_CELL_BACKWARD), "Autograd", with_keyset=True)
+torch.library.register_vmap("rnnkit::rnn_layer", _vmap_rule(_layer_composite), lib=_lib)
+torch.library.register_vmap("rnnkit::rnn_cell", _vmap_rule(_cell_composite), lib=_lib)
 
 
 # ---- entry points ---------------------------------------------------------------
