@@ -353,53 +353,6 @@ def backward_call(args):
                 saved=saved, mode=args["mode"], reverse=False)
 
 
-LAYER_TENSORS = ["h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "lengths"]
-NAMES = dict(w_ih="weight_ih", w_hh="weight_hh", b_ih="bias_ih", b_hh="bias_hh")
-
-
-@pytest.mark.parametrize("arg", LAYER_TENSORS)
-def test_argument_on_meta_raises_like_the_kernel(arg):
-    """A meta tensor among CPU arguments sends dispatch to the fake kernel,
-    which must raise as the CPU kernel does, not return uninitialised memory."""
-    args = layer_call()
-    args[arg] = args[arg].to("meta")
-    with pytest.raises(ValueError, match=f"{NAMES.get(arg, arg)} is on meta but the input is on cpu"):
-        torch.ops.rnnkit.rnn_layer(*args.values(), False)
-
-
-@pytest.mark.parametrize("arg", ["grad_y", "grad_hn", "grad_cn", "h0", "c0", "w_ih", "w_hh", "y",
-                                 "saved", "lengths"])
-def test_backward_argument_on_meta_raises(arg):
-    args = backward_call(layer_call())
-    args[arg] = args[arg].to("meta")
-    with pytest.raises(ValueError, match=f"{NAMES.get(arg, arg)} is on meta"):
-        torch.ops.rnnkit.rnn_layer_backward(*args.values())
-
-
-@pytest.mark.parametrize("arg", [a for a in LAYER_TENSORS if a != "lengths"])
-def test_fake_kernel_dtype_check(arg):
-    args = layer_call()
-    fake = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-    fake[arg] = fake[arg].float()
-    with pytest.raises(TypeError, match=f"{NAMES.get(arg, arg)} has dtype torch.float32"):
-        torch.ops.rnnkit.rnn_layer(*fake.values(), False)
-    fake["lengths"] = fake["lengths"].int()
-    fake[arg] = fake[arg].double()
-    with pytest.raises(TypeError, match="lengths must be int64"):
-        torch.ops.rnnkit.rnn_layer(*fake.values(), False)
-
-
-@pytest.mark.parametrize("arg", ["h", "c", "w_ih", "w_hh", "b_ih", "b_hh"])
-def test_cell_argument_on_meta_raises(arg):
-    args = layer_call()
-    cell = dict(x=args["x"][0], h=args["h0"], c=args["c0"], w_ih=args["w_ih"], w_hh=args["w_hh"],
-                b_ih=args["b_ih"], b_hh=args["b_hh"])
-    cell[arg] = cell[arg].to("meta")
-    name = dict(h="h0", c="c0").get(arg, NAMES.get(arg, arg))
-    with pytest.raises(ValueError, match=f"{name} is on meta but the input is on cpu"):
-        torch.ops.rnnkit.rnn_cell(*cell.values(), "LSTM", False)
-
-
 def test_backward_ops_refuse_to_be_recorded():
     """Called where autograd would record them, the backward ops raise; under
     no_grad they give the gradients that autograd gets through the layer."""
