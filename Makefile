@@ -14,7 +14,7 @@ setup: $(VENV)/.built
 $(VENV)/.deps:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" numpy pytest ninja matplotlib tqdm statsmodels
+	$(PY) -m pip install --quiet "$(TORCH)" numpy pytest hypothesis ninja matplotlib tqdm statsmodels
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(wildcard csrc/*.* csrc/*/*.*)
