@@ -19,8 +19,8 @@ How each kind of derivative is taken:
     ops (rnnkit.composite) from the saved inputs and autograd differentiates
     that, so the gradients are themselves differentiable.
   - forward-mode AD and torch.func transforms (grad, vjp, jvp, jacrev, jacfwd,
-    vmap, ...): the op runs as the composite, which every transform knows; vmap
-    batches it natively.
+    vmap, ...): the op runs as the composite, which every transform knows
+    (vmap, when it is the innermost transform, runs it slice by slice).
 The backward ops have no derivative: called where autograd would record them,
 they raise rather than leave a silently partial graph.
 """

@@ -15,6 +15,7 @@ WORLD = 2
 T, B, I, H = 5, 3, 4, 7  # B rows of the batch in each process
 F64 = torch.float64
 
+
 def fresh_model():
     torch.manual_seed(0)  # the same weights in every process
     return rnnkit.LSTM(I, H, num_layers=2, bidirectional=True, dtype=F64)
