@@ -294,17 +294,17 @@ def _composite_grads(fn, inputs, needed, grad_outputs):
 
 
 class _Layer(torch.autograd.Function):
+    # forward takes ctx (no setup_context): Function.apply then skips binding
+    # default arguments through inspect.signature on every call. functorch, which
+    # would need setup_context, never reaches this class (see _transformed).
     @staticmethod
-    def forward(keyset, *args):
-        return _below_autograd(_LAYER, keyset, args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, _ = inputs
-        y, _, _, saved = output
+    def forward(ctx, keyset, *args):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, _ = args
+        y, h_n, c_n, saved = _below_autograd(_LAYER, keyset, args)
         ctx.mark_non_differentiable(saved)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, saved)
         ctx.mode, ctx.reverse = mode, reverse
+        return y, h_n, c_n, saved
 
     @staticmethod
     def backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
@@ -324,16 +324,13 @@ class _Layer(torch.autograd.Function):
 
 class _Cell(torch.autograd.Function):
     @staticmethod
-    def forward(keyset, *args):
-        return _below_autograd(_CELL, keyset, args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, x, h, c, w_ih, w_hh, b_ih, b_hh, mode, _ = inputs
-        h_new, _, saved = output
+    def forward(ctx, keyset, *args):
+        x, h, c, w_ih, w_hh, b_ih, b_hh, mode, _ = args
+        h_new, c_new, saved = _below_autograd(_CELL, keyset, args)
         ctx.mark_non_differentiable(saved)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, saved)
         ctx.mode = mode
+        return h_new, c_new, saved
 
     @staticmethod
     def backward(ctx, grad_h, grad_c, _grad_saved):
