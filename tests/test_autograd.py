@@ -10,7 +10,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnkit import composite, ops
+from rnnkit import cells, composite, ops
 from reference import MODES, assert_close, layer_weights, module_pair, torch_layer
 
 pytestmark = [
@@ -188,6 +188,38 @@ def test_tied_biases_get_each_their_own_gradient(mode):
     assert_all_close(got[0], got[1], "tied biases")
 
 
+RAW_CASES = [dict(mode=m) for m in MODES] + [
+    dict(mode="LSTM", proj=2, lengths=[3, 1, 2], reverse=True),
+    dict(mode="GRU", lengths=[1, 3, 2], reverse=True),
+]
+
+
+@pytest.mark.parametrize("case", RAW_CASES, ids=str)
+def test_gradcheck_every_derivative_of_the_op(case):
+    """torch's own checks of the raw op: forward AD, vmap over gradients and
+    over tangents, reverse-over-reverse and forward-over-reverse."""
+    mode, P = case["mode"], case.get("proj") or H
+    G = cells.kind(mode).gates * H
+    make = lambda *s: torch.randn(*s, dtype=F64, requires_grad=True)  # noqa: E731
+    args = [make(T, B, I), make(B, P), make(B, H) if mode == "LSTM" else None, make(G, I),
+            make(G, P), make(G), make(G), make(P, H) if case.get("proj") else None]
+    given = [i for i, a in enumerate(args) if a is not None]
+    lengths = torch.tensor(case["lengths"]) if "lengths" in case else None
+
+    def fn(*tensors):
+        full = list(args)
+        for i, t in zip(given, tensors):
+            full[i] = t
+        outputs = ops.rnn_layer(*full, lengths, mode, case.get("reverse", False))
+        return tuple(o for o in outputs if o is not None)
+
+    tensors = [args[i] for i in given]
+    assert torch.autograd.gradcheck(fn, tensors, check_forward_ad=True, check_batched_grad=True,
+                                    check_batched_forward_grad=True)
+    assert torch.autograd.gradgradcheck(fn, tensors, check_fwd_over_rev=True,
+                                        check_batched_grad=True)
+
+
 def test_issue_repro_gru_penalty_reaches_every_parameter():
     ref, mine = module_pair("GRU", dtype=torch.float32, input_size=3, hidden_size=5)
     x = torch.randn(4, 2, 3, requires_grad=True)
@@ -336,7 +368,7 @@ def test_raw_op_under_func_matches_torch(mode, reverse):
 
 def layer_call(mode="LSTM", requires_grad=False):
     """Arguments of rnn_layer (with lengths) and of the matching rnn_layer_backward."""
-    G = ops.GATES[mode] * H
+    G = cells.kind(mode).gates * H
     make = lambda *s: torch.randn(*s, dtype=F64, requires_grad=requires_grad)  # noqa: E731
     args = dict(x=make(T, B, I), h0=make(B, H), c0=make(B, H) if mode == "LSTM" else None,
                 w_ih=make(G, I), w_hh=make(G, H), b_ih=make(G), b_hh=make(G), w_hr=None,
