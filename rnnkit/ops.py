@@ -77,13 +77,15 @@ def _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
                          f"and {tuple(w_hh.shape)}")
     G = w_hh.shape[0]
     if G % gates != 0 or G <= 0:
-        raise ValueError(f"rnnkit: weight_hh has {G} rows, not a positive multiple of {gates} gates")
+        raise ValueError(f"rnnkit: weight_hh has {G} rows, not a positive multiple of {gates} "
+                         "gates")
     H = G // gates
     T, B, I = x.shape
     _check_like_input(w_ih, x, "weight_ih")
     _check_like_input(w_hh, x, "weight_hh")
     if w_ih.shape[0] != G:
-        raise ValueError(f"rnnkit: weight_ih must have {G} rows like weight_hh, got {w_ih.shape[0]}")
+        raise ValueError(f"rnnkit: weight_ih must have {G} rows like weight_hh, got "
+                         f"{w_ih.shape[0]}")
     if w_ih.shape[1] != I:
         raise ValueError(f"rnnkit: input has {I} features but weight_ih expects {w_ih.shape[1]} "
                          "(input_size)")
@@ -374,8 +376,9 @@ def _vmap_rule(run_composite):
     """vmap of a forward op: the composite on each slice of the batch, stacked
     (inner transforms, if any, see the composite's torch ops)."""
     def rule(info, in_dims, *args):
-        outputs = [run_composite(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims)))
-                   for i in range(info.batch_size)]
+        def slice_of(i):
+            return [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
+        outputs = [run_composite(*slice_of(i)) for i in range(info.batch_size)]
         return tuple(torch.stack(o) for o in zip(*outputs)), (0,) * len(outputs[0])
     return rule
 

@@ -116,10 +116,9 @@ def test_gradgradcheck(kind, name, config):
     assert torch.autograd.gradgradcheck(fn, tensors, fast_mode=fast)
 
 
-@pytest.mark.parametrize("kind, name, config", CASES)
-def test_gradient_penalty_matches_torch(kind, name, config):
-    """A WGAN-GP critic's loss: |d out / d x|^2, then backward to every parameter."""
-    case = Case(kind, name, config)
+def penalty_gradients(case):
+    """A WGAN-GP critic's loss, |d out / d x|^2, backward to the inputs and every
+    parameter; {"rnnkit": gradients, "torch.nn": gradients}."""
     upstream = [torch.randn_like(o) for o in case.outputs(case.ref, *case.inputs)]
     got = {}
     for module, who in case.both():
@@ -129,6 +128,12 @@ def test_gradient_penalty_matches_torch(kind, name, config):
         (grad_x,) = torch.autograd.grad(loss, inputs[0], create_graph=True)
         grad_x.pow(2).sum().backward()
         got[who] = [t.grad for t in inputs] + [p.grad for p in module.parameters()]
+    return got
+
+
+@pytest.mark.parametrize("kind, name, config", CASES)
+def test_gradient_penalty_matches_torch(kind, name, config):
+    got = penalty_gradients(Case(kind, name, config))
     assert_all_close(got["rnnkit"], got["torch.nn"], "penalty gradients")
 
 
@@ -367,7 +372,7 @@ def test_raw_op_under_func_matches_torch(mode, reverse):
 # ---- what must raise ------------------------------------------------------------------------
 
 def layer_call(mode="LSTM", requires_grad=False):
-    """Arguments of rnn_layer (with lengths) and of the matching rnn_layer_backward."""
+    """Arguments of rnn_layer by name, with lengths (training left out)."""
     G = cells.kind(mode).gates * H
     make = lambda *s: torch.randn(*s, dtype=F64, requires_grad=requires_grad)  # noqa: E731
     args = dict(x=make(T, B, I), h0=make(B, H), c0=make(B, H) if mode == "LSTM" else None,
@@ -377,6 +382,7 @@ def layer_call(mode="LSTM", requires_grad=False):
 
 
 def backward_call(args):
+    """Arguments of rnn_layer_backward by name, after a forward that saved for it."""
     with torch.no_grad():
         y, h_n, c_n, saved = torch.ops.rnnkit.rnn_layer(*args.values(), True)
     return dict(grad_y=torch.randn_like(y), grad_hn=torch.randn_like(h_n),
@@ -396,7 +402,8 @@ def test_backward_ops_refuse_to_be_recorded():
     with torch.no_grad():
         got = torch.ops.rnnkit.rnn_layer_backward(*call.values())[:7]
     y, h_n, c_n = ops.rnn_layer(*args.values())
-    want = torch.autograd.grad(weighted_sum((y, h_n, c_n), (call["grad_y"], call["grad_hn"], call["grad_cn"])),
+    upstream = (call["grad_y"], call["grad_hn"], call["grad_cn"])
+    want = torch.autograd.grad(weighted_sum((y, h_n, c_n), upstream),
                                [args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")])
     for g, w in zip(got, want):
         assert_close(g, w, F64, "backward op under no_grad")
@@ -427,7 +434,8 @@ def test_plain_backward_never_runs_the_composite(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the composite ran on a plain forward/backward")
     monkeypatch.setattr(composite, "step", refuse)
-    for kind, name, config in [("seq", "LSTM", "projection"), ("seq", "GRU", "packed bidirectional"),
+    for kind, name, config in [("seq", "LSTM", "projection"),
+                               ("seq", "GRU", "packed bidirectional"),
                                ("seq", "RNN_TANH", "two layers bidirectional"),
                                ("cell", "LSTMCell", {})]:
         case = Case(kind, name, config)
@@ -484,15 +492,7 @@ def test_compile_keeps_the_engine():
                                                 or "packed" in c.id or "Cell" in c.id])
 def test_cuda_double_backward_and_jvp_match_torch(kind, name, config):
     case = Case(kind, name, config, device="cuda")
-    upstream = [torch.randn_like(o) for o in case.outputs(case.ref, *case.inputs)]
-    got = {}
-    for module, who in case.both():
-        module.zero_grad()
-        inputs = leaves(case.inputs)
-        loss = weighted_sum(case.outputs(module, *inputs), upstream)
-        (grad_x,) = torch.autograd.grad(loss, inputs[0], create_graph=True)
-        grad_x.pow(2).sum().backward()
-        got[who] = [p.grad for p in module.parameters()]
+    got = penalty_gradients(case)
     f, args = positional(case, case.mine)
     tangents = tuple(torch.randn_like(a) for a in args)
     got["rnnkit"] += flat(jvp(f, args, tangents))

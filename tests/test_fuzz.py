@@ -74,7 +74,8 @@ def compare(ref, mine, call, inputs, dtype, what):
     got_loss = sum((o * u.to(dtype)).sum() for o, u in zip(got_out, upstream))
     want_loss = sum((o * u).sum() for o, u in zip(want_out, upstream))
     got = list(got_out) + list(torch.autograd.grad(got_loss, mine_inputs + list(mine.parameters())))
-    want = list(want_out) + list(torch.autograd.grad(want_loss, ref_inputs + list(ref.parameters())))
+    want = list(want_out) + list(torch.autograd.grad(want_loss,
+                                                     ref_inputs + list(ref.parameters())))
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert_close(g.to(F64), w, dtype, f"{what}: tensor {i}")
@@ -138,7 +139,8 @@ def test_cells_match_torch(name, B, I, H, bias, relu, batched, with_hx, contiguo
     batch = (B,) if batched else ()
     inputs = [strided((*batch, I), dtype, contiguous)]
     if with_hx:
-        inputs += [strided((*batch, H), dtype, contiguous) for _ in range(2 if name == "LSTMCell" else 1)]
+        states = 2 if name == "LSTMCell" else 1
+        inputs += [strided((*batch, H), dtype, contiguous) for _ in range(states)]
 
     def call(module, x, *states):
         out = module(x, (tuple(states) if len(states) == 2 else states[0]) if states else None)
