@@ -287,12 +287,11 @@ def _composite_grads(fn, inputs, needed, grad_outputs):
     outputs = fn(*aliases)
     pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
              if o is not None and g is not None and o.requires_grad]
-    wanted = [a for a, need in zip(aliases, needed) if need and a is not None]
+    wanted = [a for a, need in zip(aliases, needed) if need]
     got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
                               create_graph=True, allow_unused=True) if pairs and wanted else ()
     got = iter(got)
-    return [next(got, None) if need and a is not None else None
-            for a, need in zip(aliases, needed)]
+    return [next(got, None) if need else None for need in needed]
 
 
 class _Layer(torch.autograd.Function):
@@ -319,8 +318,8 @@ class _Layer(torch.autograd.Function):
                                      (grad_y, grad_hn, grad_cn))
         else:
             grads = _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn)
-        # Engine gradients of absent optional inputs come back as empty tensors.
-        grads = [g if t is not None else None for g, t in zip(grads, inputs)]
+        # Only what autograd asks for (the engine's other gradients may be empty tensors).
+        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:9])]
         return (None, *grads, None, None, None, None)
 
 
@@ -344,7 +343,7 @@ class _Cell(torch.autograd.Function):
             grads = _composite_grads(cell, inputs, ctx.needs_input_grad[1:8], (grad_h, grad_c))
         else:
             grads = _engine_cell_grads(ctx, grad_h, grad_c)
-        grads = [g if t is not None else None for g, t in zip(grads, inputs)]
+        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:8])]
         return (None, *grads, None, None)
 
 
