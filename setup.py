@@ -133,13 +133,22 @@ def openmp_flags():
     return []
 
 
+def sanitizer_flags():
+    """RNNKIT_SANITIZE=1: a CPU build checked by AddressSanitizer and UBSan (see
+    tools/sanitize_cpu.sh, which builds and tests it apart from the normal build)."""
+    if os.environ.get("RNNKIT_SANITIZE") != "1":
+        return []
+    return ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined"]
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # The persistent kernels' planner and argument checks: torch-free C++.
     sources += sorted(glob.glob("csrc/persistent/*.cpp"))
     # No trapping math lets GCC vectorise the branch-free cell loops (results unchanged).
-    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + openmp_flags()
-    link = shared_libstdcxx_link_args() + openmp_flags()
+    cxx = ["-O3", "-fno-math-errno", "-fno-trapping-math"] + openmp_flags() + sanitizer_flags()
+    link = shared_libstdcxx_link_args() + openmp_flags() + sanitizer_flags()
     cuda_home = want_cuda()
     if cuda_home is None:
         return cpp_extension.CppExtension("rnnkit._C", sources, extra_compile_args={"cxx": cxx},

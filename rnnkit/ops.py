@@ -1,4 +1,4 @@
-"""The rnnkit custom ops: fake (meta) kernels, autograd, and Python entry points.
+"""The rnnkit custom ops: checks, fake kernels, autograd, and Python entry points.
 
 The schemas and the CPU/CUDA kernels are registered by the compiled module
 (csrc/ops.cpp). Ops, all time-major and one layer in one direction:
@@ -13,36 +13,165 @@ The schemas and the CPU/CUDA kernels are registered by the compiled module
 
 mode is "LSTM", "GRU", "RNN_TANH" or "RNN_RELU". `saved` holds what
 backward needs (the hidden states among it, so the outputs may be changed
-in place); it is empty when training is False. A backward computes the
-gradients output_mask asks for and returns empty tensors for the others.
+in place before backward); it is empty when training is False. A backward
+op computes the gradients output_mask asks for and returns empty (0,)
+tensors for the others (dh0 and dc0 always come back).
+
+How each kind of derivative is taken:
+  - backward (first order): the engine's backward op, from what forward saved.
+  - backward that builds a graph (create_graph=True: double backward, gradient
+    penalties, Hessian-vector products): the layer is recomputed in plain torch
+    ops (rnnkit.composite) from the saved inputs and autograd differentiates
+    that, so the gradients are themselves differentiable.
+  - forward-mode AD and torch.func transforms (grad, vjp, jvp, jacrev, jacfwd,
+    vmap, ...): the op runs as the composite, which every transform knows
+    (vmap, when it is the innermost transform, runs it slice by slice).
+The backward ops have no derivative: called where autograd would record them,
+they raise rather than leave a silently partial graph.
 """
 from typing import Optional, Tuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from . import _C  # loading it registers the schemas and kernels
-from .cells import KINDS, kind
+from . import cells, composite
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+_LAYER = torch.ops.rnnkit.rnn_layer.default
+_LAYER_BACKWARD = torch.ops.rnnkit.rnn_layer_backward.default
+_CELL = torch.ops.rnnkit.rnn_cell.default
+_CELL_BACKWARD = torch.ops.rnnkit.rnn_cell_backward.default
 
 
-def _layer_sizes(mode, x, h0, w_hh, w_hr):
-    """Sizes of a layer call, with the checks that fake tensors allow (the
-    compiled kernels check everything again, values included)."""
-    gates = kind(mode).gates
+# ---- argument checks: the compiled kernels' (csrc/checks.cpp), for the paths
+# that do not reach them (fake tensors, a meta tensor among the arguments, the
+# composite). Same exception types and wording. ------------------------------------
+
+def _check_like_input(t: Tensor, x: Tensor, name: str) -> None:
+    if t.dtype != x.dtype:
+        raise TypeError(f"rnnkit: {name} has dtype {t.dtype} but the input has dtype {x.dtype}; "
+                        "all tensors must have the same dtype")
+    if t.device != x.device:
+        raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
+                         "all tensors must be on the same device")
+
+
+def _check_shape(t: Tensor, shape: tuple, name: str) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"rnnkit: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    """Ranks, shapes, dtypes and devices of a layer call; returns (T, B, I, H, P)."""
+    gates = cells.kind(mode).gates
     if x.dim() != 3:
-        raise ValueError(f"rnnkit: input must be 3-D (seq_len, batch, input_size), got {x.dim()}-D")
-    for name, t in (("h0", h0), ("weight_hh", w_hh)):
-        if t.dtype != x.dtype:
-            raise TypeError(f"rnnkit: {name} has dtype {t.dtype} but the input has dtype {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"rnnkit: {name} is on {t.device} but the input is on {x.device}; "
-                             "all tensors must be on the same device")
-    T, B, _ = x.shape
-    H = w_hh.shape[0] // gates
-    P = w_hr.shape[0] if w_hr is not None else H
-    if tuple(h0.shape) != (B, P):
-        raise ValueError(f"rnnkit: h0 must have shape ({B}, {P}), got {tuple(h0.shape)}")
-    return T, B, H, P
+        raise ValueError(f"rnnkit: input must be 3-D (seq_len, batch, input_size), got "
+                         f"{x.dim()}-D with shape {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"rnnkit: input dtype {x.dtype} is not supported; use float32, float64, "
+                        "float16 or bfloat16")
+    if w_ih.dim() != 2 or w_hh.dim() != 2:
+        raise ValueError(f"rnnkit: weight_ih and weight_hh must be 2-D, got {tuple(w_ih.shape)} "
+                         f"and {tuple(w_hh.shape)}")
+    G = w_hh.shape[0]
+    if G % gates != 0:
+        raise ValueError(f"rnnkit: weight_hh has {G} rows, not a multiple of {gates} gates")
+    H = G // gates
+    T, B, I = x.shape
+    _check_like_input(w_ih, x, "weight_ih")
+    _check_like_input(w_hh, x, "weight_hh")
+    if w_ih.shape[0] != G:
+        raise ValueError(f"rnnkit: weight_ih must have {G} rows like weight_hh, got "
+                         f"{w_ih.shape[0]}")
+    if w_ih.shape[1] != I:
+        raise ValueError(f"rnnkit: input has {I} features but weight_ih expects {w_ih.shape[1]} "
+                         "(input_size)")
+    P = H
+    if w_hr is not None:
+        if mode != "LSTM":
+            raise ValueError("rnnkit: weight_hr (projection) is only for LSTM")
+        _check_like_input(w_hr, x, "weight_hr")
+        if w_hr.dim() != 2 or w_hr.shape[1] != H or w_hr.shape[0] <= 0:
+            raise ValueError(f"rnnkit: weight_hr must have shape (proj_size, {H}), got "
+                             f"{tuple(w_hr.shape)}")
+        P = w_hr.shape[0]
+    if w_hh.shape[1] != P:
+        raise ValueError(f"rnnkit: weight_hh must have {P} columns (the width of h), got "
+                         f"{w_hh.shape[1]}")
+    for bias, name in ((b_ih, "bias_ih"), (b_hh, "bias_hh")):
+        if bias is not None:
+            _check_like_input(bias, x, name)
+            _check_shape(bias, (G,), name)
+    _check_like_input(h0, x, "h0")
+    _check_shape(h0, (B, P), "h0 (Expected hidden size)")
+    if mode == "LSTM":
+        if c0 is None:
+            raise ValueError("rnnkit: LSTM needs c0")
+        _check_like_input(c0, x, "c0")
+        _check_shape(c0, (B, H), "c0 (Expected cell size)")
+    elif c0 is not None:
+        raise ValueError("rnnkit: c0 is only for LSTM")
+    if lengths is not None:
+        if lengths.dtype != torch.int64:
+            raise TypeError(f"rnnkit: lengths must be int64, got {lengths.dtype}")
+        if lengths.device != x.device:
+            raise ValueError(f"rnnkit: lengths is on {lengths.device} but the input is on "
+                             f"{x.device}")
+        _check_shape(lengths, (B,), "lengths")
+    return T, B, I, H, P
+
+
+def _check_lengths_values(lengths: Optional[Tensor], T: int) -> None:
+    """What the CPU kernel checks of the values (a GPU would pay a sync for it)."""
+    if (lengths is not None and lengths.device.type == "cpu" and lengths.numel()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(lengths)
+            and not (0 <= int(lengths.min()) and int(lengths.max()) <= T)):
+        raise ValueError(f"rnnkit: lengths must lie in [0, {T}] (seq_len)")
+
+
+def _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    if x.dim() != 2:
+        raise ValueError(f"rnnkit: cell input must be 2-D (batch, input_size), got {x.dim()}-D "
+                         f"with shape {tuple(x.shape)}")
+    return _check_layer_args(mode, x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh, None, None)
+
+
+def _check_grads(grads_and_likes, x):
+    """Incoming gradients have the shape, dtype and device of what they belong to."""
+    for grad, like, name in grads_and_likes:
+        if grad is not None:
+            _check_shape(grad, tuple(like.shape), name)
+            _check_like_input(grad, x, name)
+
+
+def _check_saved(saved, saved_shape, x):
+    """What a backward op is handed from its forward."""
+    _check_like_input(saved, x, "saved")
+    if 0 not in saved_shape and tuple(saved.shape) != saved_shape:
+        raise ValueError("rnnkit: backward needs what a forward with training=True saved; got a "
+                         f"saved tensor of shape {tuple(saved.shape)}")
+
+
+def _saved_shape(mode: str, T: int, B: int, H: int, P: int) -> tuple:
+    """`saved` of a training call (the layout is the engine's: csrc/cell_units.h)."""
+    return (T, B, _C.saved_width(mode, H, P))
+
+
+def _gradients_like(output_mask, x, inputs):
+    """The backward ops' outputs: laid out like their inputs (empty_like) where
+    the mask asks for them, empty (0,) tensors elsewhere; the second and third
+    (h0 and c0) always come back where the layer has them."""
+    return tuple(torch.empty_like(t) if t is not None and (wanted or i in (1, 2))
+                 else x.new_empty((0,))
+                 for i, (t, wanted) in enumerate(zip(inputs, output_mask)))
+
+
+def _empty_saved(x: Tensor, B: int) -> Tensor:
+    """`saved` of a call that keeps nothing for backward (training=False)."""
+    return x.new_empty((0, B, 0))
 
 
 # ---- fake kernels: shapes only, for torch.compile and meta tensors ----------
@@ -50,98 +179,225 @@ def _layer_sizes(mode, x, h0, w_hh, w_hr):
 
 @torch.library.register_fake("rnnkit::rnn_layer")
 def _rnn_layer_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):
-    T, B, H, P = _layer_sizes(mode, x, h0, w_hh, w_hr)
-    saved_width = _C.saved_width(mode, H, P)
+    T, B, _, H, P = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
     return (
         x.new_empty((T, B, P)),
         x.new_empty((B, P)),
         x.new_empty((B, H)) if mode == "LSTM" else x.new_empty((0,)),
-        x.new_empty((T if training else 0, B, saved_width if training else 0)),
+        x.new_empty(_saved_shape(mode, T, B, H, P)) if training else _empty_saved(x, B),
     )
 
 
 @torch.library.register_fake("rnnkit::rnn_layer_backward")
 def _rnn_layer_backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_hr, lengths,
                              saved, mode, reverse, output_mask):
-    _layer_sizes(mode, x, h0, w_hh, w_hr)
+    T, B, _, H, P = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, None, None, w_hr, lengths)
+    _check_saved(saved, _saved_shape(mode, T, B, H, P), x)
+    if grad_y is not None:
+        _check_shape(grad_y, (T, B, P), "grad_y")
+        _check_like_input(grad_y, x, "grad_y")
+    _check_grads([(grad_hn, h0, "grad_hn"), (grad_cn if mode == "LSTM" else None, c0, "grad_cn")], x)
+    bias = w_hh[:, 0]
     return _gradients_like(output_mask, x, [x, h0, c0 if mode == "LSTM" else None, w_ih, w_hh,
-                                            w_hh[:, 0], w_hh[:, 0], w_hr])
-
-
-def _gradients_like(output_mask, x, inputs):
-    """Gradients laid out like their inputs (empty_like) where the mask asks
-    for them; empty (0,) tensors elsewhere, as the kernels return. h0 and c0
-    (the second and third) always come back."""
-    return tuple(torch.empty_like(t) if t is not None and (wanted or i in (1, 2))
-                 else x.new_empty((0,))
-                 for i, (t, wanted) in enumerate(zip(inputs, output_mask)))
+                                            bias, bias, w_hr])
 
 
 @torch.library.register_fake("rnnkit::rnn_cell")
 def _rnn_cell_fake(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
-    if x.dim() != 2:
-        raise ValueError(f"rnnkit: cell input must be 2-D (batch, input_size), got {x.dim()}-D")
-    _, B, H, _ = _layer_sizes(mode, x.unsqueeze(0), h, w_hh, None)
-    saved_width = _C.saved_width(mode, H, H)
+    _, B, _, H, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
     return (
         x.new_empty((B, H)),
         x.new_empty((B, H)) if mode == "LSTM" else x.new_empty((0,)),
-        x.new_empty((1 if training else 0, B, saved_width if training else 0)),
+        x.new_empty(_saved_shape(mode, 1, B, H, H)) if training else _empty_saved(x, B),
     )
 
 
 @torch.library.register_fake("rnnkit::rnn_cell_backward")
 def _rnn_cell_backward_fake(grad_h, grad_c, x, h, c, w_ih, w_hh, saved, mode, output_mask):
+    _, B, _, H, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, None, None)
+    _check_saved(saved, _saved_shape(mode, 1, B, H, H), x)
+    _check_grads([(grad_h, h, "grad_h"), (grad_c if mode == "LSTM" else None, c, "grad_c")], x)
+    bias = w_hh[:, 0]
     return _gradients_like(output_mask, x, [x, h, c if mode == "LSTM" else None, w_ih, w_hh,
-                                            w_hh[:, 0], w_hh[:, 0]])
+                                            bias, bias])
 
 
-# ---- autograd -----------------------------------------------------------------
+# ---- the composite as the ops' implementation -------------------------------------
+# Same results as the kernels (saved: empty, as without training: nothing of the
+# engine's is kept, autograd keeps what the composite needs).
 
-def _layer_setup_context(ctx, inputs, output):
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training = inputs
-    _, _, _, saved = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, lengths, saved)
-    ctx.mode, ctx.reverse = mode, reverse
-
-
-def _wanted(needs, present):
-    """The kernels' output mask from ctx.needs_input_grad: a gradient only
-    where its input is there and needs one."""
-    return [bool(n) and p for n, p in zip(needs, present)]
+def _layer_composite(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, training):
+    T, B, _, _, _ = _check_layer_args(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+    _check_lengths_values(lengths, T)
+    y, h_n, c_n = composite.layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse)
+    return y, h_n, (c_n if c_n is not None else x.new_empty((0,))), _empty_saved(x, B)
 
 
-def _layer_backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
-    x, h0, c0, w_ih, w_hh, w_hr, lengths, saved = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = _wanted([need[0], need[1], need[2], need[3], need[4], need[5], need[6], need[7]],
-                   [True, True, c0 is not None, True, True, True, True, w_hr is not None])
-    grads = torch.ops.rnnkit.rnn_layer_backward(
-        grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0, w_ih, w_hh, w_hr,
-        lengths, saved, ctx.mode, ctx.reverse, mask)
-    return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,) * 4
+def _cell_composite(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
+    _, B, _, _, _ = _check_cell_args(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_new, c_new = composite.cell(x, h, c, w_ih, w_hh, b_ih, b_hh, mode)
+    return h_new, (c_new if c_new is not None else x.new_empty((0,))), _empty_saved(x, B)
 
 
-def _cell_setup_context(ctx, inputs, output):
-    x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training = inputs
-    _, _, saved = output
-    ctx.save_for_backward(x, h, c, w_ih, w_hh, saved)
-    ctx.mode = mode
+# ---- the engine's backward: the only calls of the backward ops ------------------------
+# Below autograd: these calls are never recorded (the Autograd kernels of the
+# backward ops, which refuse to be recorded, are for other callers).
+
+# The output mask: the gradients autograd asks for (ctx.needs_input_grad), so
+# that no GEMM runs for an input that needs none (the first layer's dx, frozen
+# weights).
+
+def _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn):
+    x, h0, c0, w_ih, w_hh, _, _, w_hr, lengths, saved = ctx.saved_tensors
+    mask = [bool(n) for n in ctx.needs_input_grad[1:9]]
+    with torch._C._AutoDispatchBelowAutograd():
+        grads = _LAYER_BACKWARD(grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0,
+                                w_ih, w_hh, w_hr, lengths, saved, ctx.mode, ctx.reverse, mask)
+    return grads  # dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-def _cell_backward(ctx, grad_h, grad_c, _grad_saved):
-    x, h, c, w_ih, w_hh, saved = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    mask = _wanted(need[:7], [True, True, c is not None, True, True, True, True])
-    grads = torch.ops.rnnkit.rnn_cell_backward(
-        grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh, saved, ctx.mode, mask)
-    return tuple(g if wanted else None for g, wanted in zip(grads, mask)) + (None,) * 2
+def _engine_cell_grads(ctx, grad_h, grad_c):
+    x, h, c, w_ih, w_hh, _, _, saved = ctx.saved_tensors
+    mask = [bool(n) for n in ctx.needs_input_grad[1:8]]
+    with torch._C._AutoDispatchBelowAutograd():
+        grads = _CELL_BACKWARD(grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh,
+                               saved, ctx.mode, mask)
+    return grads  # dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh
 
 
-torch.library.register_autograd("rnnkit::rnn_layer", _layer_backward,
-                                setup_context=_layer_setup_context)
-torch.library.register_autograd("rnnkit::rnn_cell", _cell_backward,
-                                setup_context=_cell_setup_context)
+# ---- autograd -------------------------------------------------------------------------
+
+def _below_autograd(op, keyset, args):
+    with torch._C._AutoDispatchBelowAutograd():
+        return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+
+def _transformed(tensors) -> bool:
+    """Whether a torch.func transform or forward-mode AD is watching this call:
+    then only the composite gives correct derivatives (the kernels have neither
+    a jvp nor a batching rule, and a transform cannot see through them)."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    if fwAD._current_level < 0:  # no dual level open: no tangents anywhere
+        return False
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _composite_grads(fn, inputs, needed, grad_outputs):
+    """The gradients of fn at inputs against grad_outputs, as a graph that
+    autograd can differentiate again (in inputs and in grad_outputs).
+
+    Each input enters fn through its own alias, so a tensor passed twice
+    (b_ih is b_hh) gets each position's gradient rather than their sum twice.
+    """
+    aliases = [None if t is None else t.view_as(t) for t in inputs]
+    outputs = fn(*aliases)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
+             if o is not None and g is not None and o.requires_grad]
+    wanted = [a for a, need in zip(aliases, needed) if need]
+    got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                              create_graph=True, allow_unused=True) if pairs and wanted else ()
+    got = iter(got)
+    return [next(got, None) if need else None for need in needed]
+
+
+class _Layer(torch.autograd.Function):
+    # forward takes ctx (no setup_context): Function.apply then skips binding
+    # default arguments through inspect.signature on every call. functorch, which
+    # would need setup_context, never reaches this class (see _transformed).
+    @staticmethod
+    def forward(ctx, keyset, *args):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, _ = args
+        y, h_n, c_n, saved = _below_autograd(_LAYER, keyset, args)
+        ctx.mark_non_differentiable(saved)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, saved)
+        ctx.mode, ctx.reverse = mode, reverse
+        return y, h_n, c_n, saved
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, _ = ctx.saved_tensors
+        inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+        if torch.is_grad_enabled():  # create_graph=True
+            def layer(*tensors):
+                return composite.layer(*tensors, lengths, ctx.mode, ctx.reverse)
+            grads = _composite_grads(layer, inputs, ctx.needs_input_grad[1:9],
+                                     (grad_y, grad_hn, grad_cn))
+        else:
+            grads = _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn)
+        # Only what autograd asks for (the engine's other gradients may be empty tensors).
+        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:9])]
+        return (None, *grads, None, None, None, None)
+
+
+class _Cell(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, keyset, *args):
+        x, h, c, w_ih, w_hh, b_ih, b_hh, mode, _ = args
+        h_new, c_new, saved = _below_autograd(_CELL, keyset, args)
+        ctx.mark_non_differentiable(saved)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, saved)
+        ctx.mode = mode
+        return h_new, c_new, saved
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c, _grad_saved):
+        x, h, c, w_ih, w_hh, b_ih, b_hh, _ = ctx.saved_tensors
+        inputs = (x, h, c, w_ih, w_hh, b_ih, b_hh)
+        if torch.is_grad_enabled():  # create_graph=True
+            def cell(*tensors):
+                return composite.cell(*tensors, ctx.mode)
+            grads = _composite_grads(cell, inputs, ctx.needs_input_grad[1:8], (grad_h, grad_c))
+        else:
+            grads = _engine_cell_grads(ctx, grad_h, grad_c)
+        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:8])]
+        return (None, *grads, None, None)
+
+
+def _forward_kernel(op, function, run_composite, tensor_count):
+    """The Autograd kernel of a forward op: the composite under a transform, the
+    engine with a saved-state backward when autograd records, the bare engine otherwise."""
+    def kernel(keyset, *args):
+        if _transformed(args[:tensor_count]):
+            return run_composite(*args)
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            return function.apply(keyset, *args)
+        return _below_autograd(op, keyset, args)
+    return kernel
+
+
+def _backward_kernel(op):
+    """The Autograd kernel of a backward op: it has no derivative of its own."""
+    def kernel(keyset, *args):
+        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
+            raise RuntimeError(
+                f"rnnkit: {op.name()} has no derivative, so autograd cannot record it; "
+                "differentiate rnnkit.ops.rnn_layer / rnn_cell (or an rnnkit module) instead, "
+                "with create_graph=True for higher orders, or call it under torch.no_grad()")
+        return _below_autograd(op, keyset, args)
+    return kernel
+
+
+def _vmap_rule(run_composite):
+    """vmap of a forward op: the composite on each slice of the batch, stacked
+    (inner transforms, if any, see the composite's torch ops)."""
+    def rule(info, in_dims, *args):
+        def slice_of(i):
+            return [a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]
+        outputs = [run_composite(*slice_of(i)) for i in range(info.batch_size)]
+        return tuple(torch.stack(o) for o in zip(*outputs)), (0,) * len(outputs[0])
+    return rule
+
+
+_lib = torch.library.Library("rnnkit", "IMPL")
+_lib.impl("rnn_layer", _forward_kernel(_LAYER, _Layer, _layer_composite, 9), "Autograd",
+          with_keyset=True)
+_lib.impl("rnn_cell", _forward_kernel(_CELL, _Cell, _cell_composite, 7), "Autograd",
+          with_keyset=True)
+_lib.impl("rnn_layer_backward", _backward_kernel(_LAYER_BACKWARD), "Autograd", with_keyset=True)
+_lib.impl("rnn_cell_backward", _backward_kernel(_CELL_BACKWARD), "Autograd", with_keyset=True)
+torch.library.register_vmap("rnnkit::rnn_layer", _vmap_rule(_layer_composite), lib=_lib)
+torch.library.register_vmap("rnnkit::rnn_cell", _vmap_rule(_cell_composite), lib=_lib)
 
 
 # ---- entry points ---------------------------------------------------------------

@@ -36,3 +36,20 @@ def assert_close(actual, expected, dtype, what):
         return
     err = (actual - expected).abs().max().item()
     assert err <= tol * max(1.0, expected.abs().max().item()), f"{what}: max error {err:.3e}"
+
+
+def module_pair(name, dtype=torch.float64, **kwargs):
+    """A torch.nn module and its rnnkit drop-in holding the same weights; name is
+    an engine mode ("LSTM", "RNN_RELU", ...) or a cell class ("GRUCell", ...)."""
+    import rnnkit
+    from rnnkit import cells
+
+    if name in cells.KINDS:
+        kind = cells.kind(name)
+        torch_class, kwargs = kind.torch_layer, {**kind.torch_layer_kwargs(), **kwargs}
+    else:
+        torch_class = getattr(torch.nn, name)
+    ref = torch_class(dtype=dtype, **kwargs)
+    mine = getattr(rnnkit, torch_class.__name__)(dtype=dtype, **kwargs)
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    return ref, mine

@@ -312,6 +312,75 @@ def test_mixed_devices_raise():
         call_with(h0=torch.randn(3, 3, dtype=torch.float64, device="meta"))
 
 
+# Argument names as the error messages spell them.
+SPELLED = dict(w_ih="weight_ih", w_hh="weight_hh", b_ih="bias_ih", b_hh="bias_hh", w_hr="weight_hr",
+               h="h0", c="c0")
+
+
+def full_args():
+    """Layer arguments with every optional tensor present (projection, lengths)."""
+    names = ["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "lengths", "mode", "reverse"]
+    return dict(zip(names, layer_args("LSTM", proj=2, lengths=torch.tensor([4, 1, 2]),
+                                      requires_grad=False)))
+
+
+@pytest.mark.parametrize("arg", ["h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "lengths"])
+def test_argument_on_meta_raises_like_the_kernel(arg):
+    """A meta tensor among CPU arguments sends dispatch to the fake kernel,
+    which must raise as the CPU kernel does, not return uninitialised memory."""
+    args = full_args()
+    args[arg] = args[arg].to("meta")
+    with pytest.raises(ValueError, match=f"{SPELLED.get(arg, arg)} is on meta but the input is on cpu"):
+        torch.ops.rnnkit.rnn_layer(*args.values(), False)
+
+
+@pytest.mark.parametrize("arg", ["h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr"])
+def test_fake_kernel_checks_dtypes(arg):
+    args = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in full_args().items()}
+    args[arg] = args[arg].float()
+    with pytest.raises(TypeError, match=f"{SPELLED.get(arg, arg)} has dtype torch.float32"):
+        torch.ops.rnnkit.rnn_layer(*args.values(), False)
+    args[arg] = args[arg].double()
+    args["lengths"] = args["lengths"].int()
+    with pytest.raises(TypeError, match="lengths must be int64"):
+        torch.ops.rnnkit.rnn_layer(*args.values(), False)
+
+
+@pytest.mark.parametrize("arg", ["grad_y", "grad_hn", "grad_cn", "h0", "c0", "w_ih", "w_hh", "w_hr",
+                                 "lengths", "saved"])
+def test_backward_argument_on_meta_raises(arg):
+    args = full_args()
+    with torch.no_grad():
+        y, hn, cn, saved = torch.ops.rnnkit.rnn_layer(*args.values(), True)
+    call = dict(grad_y=torch.randn_like(y), grad_hn=torch.randn_like(hn), grad_cn=torch.randn_like(cn),
+                **{k: args[k] for k in ("x", "h0", "c0", "w_ih", "w_hh", "w_hr", "lengths")},
+                saved=saved, mode="LSTM", reverse=False, output_mask=[True] * 8)
+    call[arg] = call[arg].to("meta")
+    with pytest.raises(ValueError, match=f"{SPELLED.get(arg, arg)} is on meta but the input is on cpu"):
+        torch.ops.rnnkit.rnn_layer_backward(*call.values())
+
+
+@pytest.mark.parametrize("arg", ["h", "c", "w_ih", "w_hh", "b_ih", "b_hh"])
+def test_cell_argument_on_meta_raises(arg):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = good_args()[:7]
+    args = dict(x=x[0], h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    args[arg] = args[arg].to("meta")
+    with pytest.raises(ValueError, match=f"{SPELLED.get(arg, arg)} is on meta but the input is on cpu"):
+        torch.ops.rnnkit.rnn_cell(*args.values(), "LSTM", False)
+
+
+@pytest.mark.parametrize("arg", ["grad_h", "grad_c", "h", "c", "w_ih", "w_hh", "saved"])
+def test_cell_backward_argument_on_meta_raises(arg):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = good_args()[:7]
+    with torch.no_grad():
+        h1, c1, saved = torch.ops.rnnkit.rnn_cell(x[0], h, c, w_ih, w_hh, b_ih, b_hh, "LSTM", True)
+    args = dict(grad_h=torch.ones_like(h1), grad_c=torch.ones_like(c1), x=x[0], h=h, c=c,
+                w_ih=w_ih, w_hh=w_hh, saved=saved)
+    args[arg] = args[arg].to("meta")
+    with pytest.raises(ValueError, match=f"{SPELLED.get(arg, arg)} is on meta but the input is on cpu"):
+        torch.ops.rnnkit.rnn_cell_backward(*args.values(), "LSTM", [True] * 7)
+
+
 def test_backward_without_saved_state_raises():
     args = good_args()
     y, hn, cn, saved = torch.ops.rnnkit.rnn_layer(*args, False)
