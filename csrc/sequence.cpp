@@ -10,6 +10,7 @@
 
 #include "cell_units.h"
 #include "checks.h"
+#include "large_gemm.h"
 #include "strategy.h"
 
 namespace rnnkit {
@@ -59,13 +60,14 @@ Tensor cell_bias(CellKind kind, int64_t H, const OptTensor& b_ih, const OptTenso
 
 // gx = x W_ih^T (+ b_ih) for all T*B rows at once.
 Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
-  Tensor gx = at::empty({T, B, w_ih.size(0)}, x.options());
-  Tensor rows = gx.view({T * B, w_ih.size(0)});
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), G = w_ih.size(0);
+  const Tensor x_rows = x.view({T * B, I});
+  if (!b_ih.has_value()) return large_gemm(x_rows, w_ih.t()).view({T, B, G});
+  Tensor gx = at::empty({T, B, G}, x.options());
   // Contiguous like the weights, so that a strided bias takes the same GEMM
   // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
-  if (b_ih.has_value()) at::addmm_out(rows, b_ih->contiguous(), x.view({T * B, I}), w_ih.t());
-  else at::mm_out(rows, x.view({T * B, I}), w_ih.t());
+  Tensor gx_rows = gx.view({T * B, G});
+  at::addmm_out(gx_rows, b_ih->contiguous(), x_rows, w_ih.t());
   return gx;
 }
 
@@ -275,14 +277,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   (void)need_dc0;  // both come out of the time loop anyway
   const Tensor dgx_rows = job.dgx.view({T * B, G});
   const Tensor dgh_rows = job.dgh.view({T * B, G});
-  Tensor dx = need_dx ? at::mm(dgx_rows, w_ih.contiguous()).view({T, B, I}) : nothing(opts);
-  Tensor dw_ih = need_dw_ih ? at::mm(dgx_rows.t(), job.x.view({T * B, I})) : nothing(opts);
+  Tensor dx = need_dx ? large_gemm(dgx_rows, w_ih).view({T, B, I}) : nothing(opts);
+  Tensor dw_ih = need_dw_ih ? large_gemm(dgx_rows.t(), job.x.view({T * B, I})) : nothing(opts);
   Tensor dw_hh = nothing(opts);
   if (need_dw_hh) {
     const Tensor h_seq = job.saved.numel() ? job.saved.narrow(2, saved_h_offset(kind, H), P)
                                            : at::zeros({T, B, P}, opts);
     dw_hh = T == 0 ? at::zeros({G, P}, opts)
-                   : at::mm(dgh_rows.t(), previous_hidden(h_seq, job.h0, contiguous_or_undefined(lengths),
+                   : large_gemm(dgh_rows.t(), previous_hidden(h_seq, job.h0, contiguous_or_undefined(lengths),
                                                           reverse)
                                               .reshape({T * B, P}));
   }
@@ -293,7 +295,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
                  : need_db_ih            ? db_ih.clone()
                                          : dgx_rows.sum(0);
   Tensor dw_hr = project && need_dw_hr
-                     ? at::mm(job.dhp_seq.view({T * B, P}).t(), job.r_seq.view({T * B, H}))
+                     ? large_gemm(job.dhp_seq.view({T * B, P}).t(), job.r_seq.view({T * B, H}))
                      : nothing(opts);
   Tensor dc0 = kind == CellKind::LSTM ? laid_out_like(job.dc, *c0) : job.dc;
   if (project && need_dw_hr) dw_hr = laid_out_like(dw_hr, *w_hr);
