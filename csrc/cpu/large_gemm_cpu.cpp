@@ -14,7 +14,11 @@
 namespace rnnkit {
 namespace {
 
-constexpr int64_t kTileRows = 64, kTileCols = 256, kChunk = 256;
+// A brgemm call computes a tile of kTileRows x kTileCols outputs over a chunk
+// of kChunk of the inner dimension; a task takes a block of kTaskRows rows of
+// one column block, and runs chunk after chunk over its tiles, so that the
+// chunk of b it reads (kChunk x kTileCols) stays in the core's L2 for all of them.
+constexpr int64_t kTileRows = 64, kTileCols = 256, kChunk = 256, kTaskRows = 1024;
 // Below this many multiply-adds ATen's mm is as quick, without the copies.
 constexpr int64_t kMinMacs = int64_t(1) << 22;
 
@@ -31,16 +35,19 @@ void tiled_product(const at::Tensor& a, const at::Tensor& b, at::Tensor& c) {
   const float* A = a.data_ptr<float>();
   const float* B = b.data_ptr<float>();
   float* C = c.data_ptr<float>();
-  const int64_t row_tiles = (M + kTileRows - 1) / kTileRows;
-  const int64_t col_tiles = (N + kTileCols - 1) / kTileCols;
-  // Rows fastest: a thread's consecutive tiles share a block of b.
-  at::parallel_for(0, row_tiles * col_tiles, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t row_blocks = (M + kTaskRows - 1) / kTaskRows;
+  const int64_t col_blocks = (N + kTileCols - 1) / kTileCols;
+  at::parallel_for(0, row_blocks * col_blocks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t m0 = (t % row_tiles) * kTileRows, n0 = (t / row_tiles) * kTileCols;
-      const int64_t mb = std::min(kTileRows, M - m0), nb = std::min(kTileCols, N - n0);
+      const int64_t r0 = (t % row_blocks) * kTaskRows, r1 = std::min(M, r0 + kTaskRows);
+      const int64_t n0 = (t / row_blocks) * kTileCols, nb = std::min(kTileCols, N - n0);
       for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-        at::native::cpublas::brgemm(mb, nb, std::min(kChunk, K - k0), lda, ldb, ldc, k0 > 0,
-                                    A + m0 * lda + k0, B + k0 * ldb + n0, C + m0 * ldc + n0, false);
+        const int64_t kb = std::min(kChunk, K - k0);
+        for (int64_t m0 = r0; m0 < r1; m0 += kTileRows) {
+          at::native::cpublas::brgemm(std::min(kTileRows, r1 - m0), nb, kb, lda, ldb, ldc, k0 > 0,
+                                      A + m0 * lda + k0, B + k0 * ldb + n0, C + m0 * ldc + n0,
+                                      false);
+        }
       }
     }
   });
