@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cell_bias.h"
 #include "cell_units.h"
 #include "checks.h"
 #include "large_gemm.h"
@@ -36,26 +37,6 @@ Tensor laid_out_like(const Tensor& grad, const Tensor& input) {
   Tensor out = at::empty_like(input);
   out.copy_(grad);
   return out;
-}
-
-// The bias the cell adds (cell_units.h: cell_bias_width values): b_hh for
-// every gate, plus b_ih where gx does not already hold it; GRU's b_in goes
-// to its own block (zero where gx holds it), as n = tanh(x_n + b_in + r * (W_hn h + b_hn)).
-Tensor cell_bias(CellKind kind, int64_t H, const OptTensor& b_ih, const OptTensor& b_hh,
-                 bool gx_has_b_ih, const at::TensorOptions& opts) {
-  const int64_t G = gate_count(kind) * H;
-  Tensor bias = at::zeros({cell_bias_width(kind, H)}, opts);
-  Tensor gates = bias.narrow(0, 0, G);
-  if (b_hh.has_value()) gates.copy_(*b_hh);
-  if (b_ih.has_value() && !gx_has_b_ih) {
-    if (kind == CellKind::GRU) {
-      gates.narrow(0, 0, 2 * H).add_(b_ih->narrow(0, 0, 2 * H));
-      bias.narrow(0, G, H).copy_(b_ih->narrow(0, 2 * H, H));
-    } else {
-      gates.add_(*b_ih);
-    }
-  }
-  return bias;
 }
 
 // gx = x W_ih^T (+ b_ih) for all T*B rows at once.

@@ -103,8 +103,9 @@ class StepKernels {
   virtual void project(const ProjectStep& step) const = 0;
   virtual void backward(const BackwardStep& step) const = 0;
   virtual void project_backward(const ProjectBackwardStep& step) const = 0;
+  // `calls`: how many times the loop will run it (packing pays only for many).
   virtual std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed,
-                                              int64_t rows) const = 0;
+                                              int64_t rows, int64_t calls) const = 0;
 };
 
 // ATen's mm: the step GEMM of a device with none of its own.

@@ -50,9 +50,9 @@ class StepLoop final : public Strategy {
     const ForwardStep pointers{shape, job.gx.data_ptr(), gh.data_ptr(), job.bias.data_ptr(),
                                nullptr, nullptr, ptr_or_null(r), ptr_or_null(job.c),
                                job.y.data_ptr(), ptr_or_null(job.saved)};
-    const auto hidden = kernels_->step_gemm(job.w_hh, /*transposed=*/true, B);
+    const auto hidden = kernels_->step_gemm(job.w_hh, /*transposed=*/true, B, n.T);
     const auto projection =
-        n.projection ? kernels_->step_gemm(job.w_hr, true, B) : std::unique_ptr<StepGemm>();
+        n.projection ? kernels_->step_gemm(job.w_hr, true, B, n.T) : std::unique_ptr<StepGemm>();
     for (int64_t s = 0; s < n.T; ++s) {
       ForwardStep step = pointers;
       step.shape.step = s;
@@ -84,9 +84,9 @@ class StepLoop final : public Strategy {
                                 ptr_or_null(job.dc), job.h0.data_ptr(), ptr_or_null(job.c0),
                                 job.saved.data_ptr(), job.dgx.data_ptr(), job.dgh.data_ptr(),
                                 dg_step.data_ptr(), nullptr, ptr_or_null(job.r_seq)};
-    const auto hidden = kernels_->step_gemm(job.w_hh, /*transposed=*/false, B);
+    const auto hidden = kernels_->step_gemm(job.w_hh, /*transposed=*/false, B, n.T);
     const auto projection =
-        n.projection ? kernels_->step_gemm(job.w_hr, false, B) : std::unique_ptr<StepGemm>();
+        n.projection ? kernels_->step_gemm(job.w_hr, false, B, n.T) : std::unique_ptr<StepGemm>();
     for (int64_t s = n.T - 1; s >= 0; --s) {
       BackwardStep step = pointers;
       step.shape.step = s;

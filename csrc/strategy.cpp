@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 
 namespace rnnkit {
 namespace {
@@ -105,13 +106,31 @@ bool worth_a_trial(const LayerShape& s) {
 }
 
 // What a choice depends on: the shape as a trial sees it, the pass, threads.
-std::string measurement_key(const LayerShape& s, Pass pass) {
-  std::ostringstream key;
-  key << s.device << " " << c10::toString(s.dtype) << " " << kind_name(s.kind) << " "
-      << pass_name(pass) << " T=" << std::min(s.T, kTrialSteps) << " B=" << s.B << " I=" << s.I
-      << " H=" << s.H << " P=" << s.P << (s.reverse ? " reverse" : "") << (s.lengths ? " lengths" : "")
-      << (s.training ? " training" : "") << " threads=" << at::get_num_threads();
-  return key.str();
+struct MeasurementKey {
+  LayerShape shape;
+  Pass pass;
+  int threads;
+  auto fields() const {
+    const LayerShape& s = shape;
+    return std::make_tuple(static_cast<int>(s.device), static_cast<int>(s.dtype), static_cast<int>(s.kind),
+                           static_cast<int>(pass), std::min(s.T, kTrialSteps), s.B, s.I, s.H, s.P,
+                           s.reverse, s.lengths, s.projection, s.training, threads);
+  }
+  bool operator<(const MeasurementKey& other) const { return fields() < other.fields(); }
+};
+
+MeasurementKey measurement_key(const LayerShape& s, Pass pass) {
+  return {s, pass, at::get_num_threads()};
+}
+
+std::string describe(const MeasurementKey& key) {
+  const LayerShape& s = key.shape;
+  std::ostringstream text;
+  text << s.device << " " << c10::toString(s.dtype) << " " << kind_name(s.kind) << " "
+       << pass_name(key.pass) << " T=" << std::min(s.T, kTrialSteps) << " B=" << s.B << " I=" << s.I
+       << " H=" << s.H << " P=" << s.P << (s.reverse ? " reverse" : "") << (s.lengths ? " lengths" : "")
+       << (s.training ? " training" : "") << " threads=" << key.threads;
+  return text.str();
 }
 
 struct Measured {
@@ -119,8 +138,8 @@ struct Measured {
   std::string line;  // the times, for measurements()
 };
 
-std::map<std::string, Measured>& measured_shapes() {
-  static std::map<std::string, Measured> shapes;
+std::map<MeasurementKey, Measured>& measured_shapes() {
+  static std::map<MeasurementKey, Measured> shapes;
   return shapes;
 }
 
@@ -175,7 +194,7 @@ const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
   if (!device.measure || candidates.size() < 2 || !measuring_wanted() || !worth_a_trial(shape))
     return *by_rules;
 
-  const std::string key = measurement_key(shape, pass);
+  const MeasurementKey key = measurement_key(shape, pass);
   {
     std::lock_guard<std::mutex> lock(state_mutex());
     auto found = measured_shapes().find(key);
@@ -242,7 +261,7 @@ namespace rnnkit {
 std::vector<std::string> measurements() {
   std::lock_guard<std::mutex> lock(state_mutex());
   std::vector<std::string> lines;
-  for (const auto& [key, m] : measured_shapes()) lines.push_back(key + ":" + m.line);
+  for (const auto& [key, m] : measured_shapes()) lines.push_back(describe(key) + ":" + m.line);
   return lines;
 }
 

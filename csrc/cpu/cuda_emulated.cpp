@@ -64,7 +64,8 @@ class EmulatedCudaSteps final : public StepKernels {
       });
     });
   }
-  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed, int64_t) const override {
+  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed, int64_t,
+                                      int64_t) const override {
     return aten_step_gemm(weight, transposed);
   }
 };

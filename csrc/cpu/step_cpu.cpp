@@ -232,9 +232,9 @@ class CpuStepKernels final : public StepKernels {
   void project_backward(const ProjectBackwardStep& a) const override {
     RNNKIT_CPU_DISPATCH(a.shape.dtype, project_backward_step, a);
   }
-  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed,
-                                      int64_t rows) const override {
-    return cpu_step_gemm(weight, transposed, rows);
+  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed, int64_t rows,
+                                      int64_t calls) const override {
+    return cpu_step_gemm(weight, transposed, rows, calls);
   }
 };
 

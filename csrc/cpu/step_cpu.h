@@ -21,8 +21,10 @@ void forward_block_float(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u
 // The cell work of rows [b0, b1) and units [u0, u1) of one float32 backward step.
 void backward_block_float(const BackwardStep& a, int64_t b0, int64_t b1, int64_t u0, int64_t u1);
 
-// The step GEMM on the CPU: MKL's packed GEMM in float32 where torch carries
-// MKL (the weight packed once per call), ATen's mm otherwise.
-std::unique_ptr<StepGemm> cpu_step_gemm(const at::Tensor& weight, bool transposed, int64_t rows);
+// The step GEMM on the CPU: for a few calls the small GEMMs on the weight as
+// it stands (small_gemm.h); for more, MKL's packed GEMM in float32 where torch
+// carries MKL (the weight packed once per call); ATen's mm otherwise.
+std::unique_ptr<StepGemm> cpu_step_gemm(const at::Tensor& weight, bool transposed, int64_t rows,
+                                        int64_t calls);
 
 }  // namespace rnnkit

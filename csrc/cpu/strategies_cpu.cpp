@@ -2,6 +2,7 @@
 #include "../step_loop.h"
 #include "cuda_emulated.h"
 #include "fused_loop_cpu.h"
+#include "single_step_cpu.h"
 #include "step_cpu.h"
 #include "torch_native.h"
 
@@ -10,6 +11,7 @@ namespace {
 
 const bool registered = [] {
   Strategies list;
+  list.push_back(make_single_step());
   list.push_back(make_fused_loop(/*projects_input=*/true));
   list.push_back(make_fused_loop(/*projects_input=*/false));
   // The step loop adds b_ih in the cell: addmm would first copy the bias

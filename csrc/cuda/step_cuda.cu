@@ -99,8 +99,8 @@ class CudaStepKernels final : public StepKernels {
     });
   }
 
-  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed,
-                                      int64_t rows) const override {
+  std::unique_ptr<StepGemm> step_gemm(const at::Tensor& weight, bool transposed, int64_t rows,
+                                      int64_t /*calls*/) const override {
     return cuda_step_gemm(weight, transposed, rows);
   }
 };

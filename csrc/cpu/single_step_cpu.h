@@ -1,0 +1,14 @@
+// "single_step": a layer of one step (cells, and a T = 1 call: decoding one
+// step at a time, WaveRNN-style sampling, RL policies), where the fixed cost
+// of a call is the cost: both products on the weights as they stand (no
+// packing), on one thread where the product is small, then one pass of the
+// cell; nothing allocated but the outputs and the two gate buffers.
+#pragma once
+
+#include "../strategy.h"
+
+namespace rnnkit {
+
+std::unique_ptr<Strategy> make_single_step();
+
+}  // namespace rnnkit
