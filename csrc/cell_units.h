@@ -57,7 +57,8 @@ struct ForwardRow {
   const T* gh;      // h_prev W_hh^T, gate stride gh_gate
   const T* bias;    // cell_bias_width values, gate stride H
   const T* h_prev;  // GRU: the state the step starts from
-  T* c;             // LSTM: cell state, updated in place
+  const T* c_prev;  // LSTM: the cell state the step starts from ...
+  T* c;             // ... and where the new one goes (the same buffer, or not)
   T* h;             // the new state; with a projection o * tanh(c), the GEMM's input
   T* y;             // this time's output (unused with a projection)
   T* saved;         // this time's saved row, or null when nothing is kept
@@ -74,7 +75,7 @@ RNNKIT_HD void forward_unit(const ForwardRow<T>& r, int64_t j) {
                     A(r.gx[X + j]) + A(r.gh[S + j]) + A(r.bias[H + j]),
                     A(r.gx[2 * X + j]) + A(r.gh[2 * S + j]) + A(r.bias[2 * H + j]),
                     A(r.gx[3 * X + j]) + A(r.gh[3 * S + j]) + A(r.bias[3 * H + j]),
-                    A(r.c[j]), i, f, g, o, c, h);
+                    A(r.c_prev[j]), i, f, g, o, c, h);
     r.c[j] = T(c);
     r.h[j] = T(h);
     if (!Project) r.y[j] = T(h);
@@ -162,6 +163,7 @@ RNNKIT_HD ForwardRow<T> forward_row(const ForwardStep& a, GateRows<const T> gx, 
           gh.at(t, b),
           static_cast<const T*>(a.bias) + u0,
           static_cast<const T*>(a.h_prev) + b * P + u0,
+          a.c ? static_cast<const T*>(a.c_prev ? a.c_prev : a.c) + b * H + u0 : nullptr,
           a.c ? static_cast<T*>(a.c) + b * H + u0 : nullptr,
           project ? static_cast<T*>(a.r) + b * H + u0 : static_cast<T*>(a.h_next) + b * P + u0,
           static_cast<T*>(a.y) + tb * P + u0,

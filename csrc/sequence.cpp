@@ -91,8 +91,12 @@ ForwardJob forward_with(const Strategy* strategy, const LayerShape& shape, const
   job.shape = shape;
   job.y = sequence_buffer({T, B, P}, opts, shape.lengths);
   job.saved = sequence_buffer({shape.training ? T : 0, B, W}, opts, shape.lengths);
-  job.h = in.h0.contiguous().clone();
-  job.c = shape.kind == CellKind::LSTM ? in.c0->contiguous().clone() : nothing(opts);
+  // The state the strategy starts from, a copy where it updates it in place.
+  const bool copy_state = strategy == nullptr || !strategy->keeps_initial_state();
+  job.h = copy_state ? in.h0.contiguous().clone() : in.h0.contiguous();
+  job.c = shape.kind != CellKind::LSTM ? nothing(opts)
+          : copy_state                 ? in.c0->contiguous().clone()
+                                       : in.c0->contiguous();
   if (strategy == nullptr) return job;  // nothing to run: zero steps, rows or units
 
   const InputGemm input = strategy->input_gemm(shape);

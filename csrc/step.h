@@ -43,7 +43,8 @@ struct ForwardStep {
   const void* h_prev;  // (B,P)
   void* h_next;        // (B,P)   written here unless there is a projection
   void* r;             // (B,H)   projection only: o * tanh(c), the GEMM's input
-  void* c;             // (B,H)   LSTM cell state, updated in place
+  void* c;             // (B,H)   LSTM cell state, updated in place ...
+  const void* c_prev;  // (B,H)   ... or, where given, read from here and written to c
   void* y;             // (T,B,P) written here unless there is a projection
   void* saved;         // (T,B,saved_width) for backward, or null
 };

@@ -48,7 +48,7 @@ class StepLoop final : public Strategy {
     at::Tensor r = n.projection ? at::empty({B, n.H}, opts) : at::Tensor();
     const StepShape shape{n.kind, n.dtype, 0, n.T, B, n.H, n.P, n.reverse, lengths_ptr(job.lengths)};
     const ForwardStep pointers{shape, job.gx.data_ptr(), gh.data_ptr(), job.bias.data_ptr(),
-                               nullptr, nullptr, ptr_or_null(r), ptr_or_null(job.c),
+                               nullptr, nullptr, ptr_or_null(r), ptr_or_null(job.c), nullptr,
                                job.y.data_ptr(), ptr_or_null(job.saved)};
     const auto hidden = kernels_->step_gemm(job.w_hh, /*transposed=*/true, B, n.T);
     const auto projection =

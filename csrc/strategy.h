@@ -54,8 +54,9 @@ enum class InputGemm {
 };
 
 // A forward pass as the driver hands it over: inputs contiguous, outputs
-// allocated. h holds h0 on entry and must hold h_n on return (the strategy
-// may point it at another buffer); c likewise for the LSTM. Undefined
+// allocated. h holds h0 on entry (a copy of the caller's, free to be written,
+// unless the strategy keeps_initial_state()) and must hold h_n on return (the
+// strategy may point it at another buffer); c likewise for the LSTM. Undefined
 // tensors: absent (w_hr, lengths) or not asked for (gx, saved when not
 // training).
 struct ForwardJob {
@@ -85,6 +86,10 @@ class Strategy {
   virtual Fit fit(const LayerShape& shape, Pass pass) const = 0;
   // Whether the planner may time it against the others (not a test witness).
   virtual bool measured() const { return true; }
+  // True where forward leaves job.h and job.c as they came (h0, c0) and
+  // points them at new tensors: the driver then hands it h0 and c0 without
+  // copying them first.
+  virtual bool keeps_initial_state() const { return false; }
   virtual InputGemm input_gemm(const LayerShape& shape) const = 0;
   virtual void forward(ForwardJob& job) const = 0;
   virtual void backward(BackwardJob& job) const = 0;

@@ -46,9 +46,11 @@ def torch_reference(ref, x, h0, c0, lengths, reverse):
     return torch.stack(ys, 1), torch.stack(hs), (torch.stack(cs) if c0 is not None else None)
 
 
-def refusal(strategy, mode, reverse, lengths, training):
+def refusal(strategy, mode, reverse, lengths, training, T=SIZES["T"]):
     """What a strategy must say when forced on a case it cannot run, or None
     where it must run it."""
+    if strategy == "single_step" and T != 1:
+        return "one step only"
     if strategy == "torch_native":
         if mode != "LSTM":
             return "only torch.nn's LSTM"
@@ -126,6 +128,22 @@ def test_torch_native_projection_inference(reverse):
     got, want = run_case("torch_native", "LSTM", T=3, B=3, I=4, H=17, proj=5, reverse=reverse,
                          dtype=torch.float64, training=False)
     assert_all_close(got, want, torch.float64, "torch_native projected LSTM")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_one_step_on_every_strategy(strategy, mode, dtype, training):
+    """A sequence of one step (cells, decoding): single_step's case, and every
+    other strategy's too; a row of length 0 keeps its state."""
+    lengths = None if strategy == "torch_native" else [1, 0, 1]
+    why_not = refusal(strategy, mode, False, lengths, training, T=1)
+    if why_not or (dtype == torch.float64 and strategy.startswith("fused_loop")):
+        return  # refusals are checked above; the fused loops are float32 only
+    got, want = run_case(strategy, mode, T=1, B=3, I=5, H=17, lengths=lengths, dtype=dtype,
+                         training=training)
+    assert_all_close(got, want, dtype, f"{strategy} {mode} one step")
 
 
 @pytest.mark.parametrize("strategy", ["step_loop", "cuda_step_emulated"])

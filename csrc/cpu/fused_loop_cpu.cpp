@@ -246,7 +246,7 @@ void forward_loop(ForwardJob& job, bool projects_input) {
   const StepShape shape{n.kind, n.dtype, 0, T, B, H, P, n.reverse,
                         job.lengths.defined() ? job.lengths.data_ptr<int64_t>() : nullptr};
   const ForwardStep pointers{shape, gx_all, gh_all, job.bias.data_ptr(), nullptr, nullptr, nullptr,
-                             job.c.numel() ? job.c.data_ptr() : nullptr, job.y.data_ptr(),
+                             job.c.numel() ? job.c.data_ptr() : nullptr, nullptr, job.y.data_ptr(),
                              job.saved.numel() ? job.saved.data_ptr() : nullptr};
   StepBarrier barrier(n_parts);
 

@@ -74,7 +74,7 @@ RNNKIT_AVX512 void lstm_units(ForwardRow<float> r, int64_t n) {
     const __m512 f = sigmoid16(pre_activation(m, gx + X + j, gh + S + j, b + H + j));
     const __m512 g = tanh16(pre_activation(m, gx + 2 * X + j, gh + 2 * S + j, b + 2 * H + j));
     const __m512 o = sigmoid16(pre_activation(m, gx + 3 * X + j, gh + 3 * S + j, b + 3 * H + j));
-    const __m512 c_new = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, r.c + j), _mm512_mul_ps(i, g));
+    const __m512 c_new = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, r.c_prev + j), _mm512_mul_ps(i, g));
     const __m512 h = _mm512_mul_ps(o, tanh16(c_new));
     _mm512_mask_storeu_ps(r.c + j, m, c_new);
     _mm512_mask_storeu_ps(r.h + j, m, h);  // with a projection this is r, the GEMM's input
@@ -127,8 +127,8 @@ double lstm_forward_units_avx512_max_error(int64_t n, uint32_t seed) {
   struct Out { std::vector<float> c, h, y, saved; };
   auto run = [&](auto&& units) {
     Out o{c, std::vector<float>(H), std::vector<float>(H), std::vector<float>(W)};
-    units(ForwardRow<float>{gx.data(), gh.data(), bias.data(), nullptr, o.c.data(), o.h.data(),
-                            o.y.data(), o.saved.data(), H, H, H});
+    units(ForwardRow<float>{gx.data(), gh.data(), bias.data(), nullptr, o.c.data(), o.c.data(),
+                            o.h.data(), o.y.data(), o.saved.data(), H, H, H});
     return o;
   };
   const Out want = run([&](ForwardRow<float> r) {

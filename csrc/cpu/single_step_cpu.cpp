@@ -26,12 +26,16 @@ class SingleStep final : public Strategy {
   }
 
   InputGemm input_gemm(const LayerShape&) const override { return InputGemm::kNone; }
+  bool keeps_initial_state() const override { return true; }
 
   void forward(ForwardJob& job) const override {
     const LayerShape& n = job.shape;
     const int64_t B = n.B, I = n.I, P = n.P, G = gate_count(n.kind) * n.H;
     const at::Tensor gates = at::empty({2, B, G}, job.x.options());
+    // New state tensors: the step reads h0 and c0 where they are (the driver
+    // does not copy them for this strategy: keeps_initial_state()).
     const at::Tensor h_next = at::empty_like(job.h);
+    const at::Tensor c_next = job.c.numel() ? at::empty_like(job.c) : job.c;
     AT_DISPATCH_FLOATING_TYPES(n.dtype, "rnnkit_single_step", [&] {
       scalar_t* gx = gates.data_ptr<scalar_t>();
       scalar_t* gh = gx + B * G;
@@ -42,10 +46,12 @@ class SingleStep final : public Strategy {
       const StepShape shape{n.kind, n.dtype, 0, 1, B, n.H, P, n.reverse,
                             job.lengths.defined() ? job.lengths.data_ptr<int64_t>() : nullptr};
       kernels_->forward({shape, gx, gh, job.bias.data_ptr(), job.h.data_ptr(), h_next.data_ptr(),
-                         nullptr, job.c.numel() ? job.c.data_ptr() : nullptr, job.y.data_ptr(),
+                         nullptr, c_next.numel() ? c_next.data_ptr() : nullptr,
+                         job.c.numel() ? job.c.data_ptr() : nullptr, job.y.data_ptr(),
                          job.saved.numel() ? job.saved.data_ptr() : nullptr});
     });
     job.h = h_next;
+    job.c = c_next;
   }
 
   // One step back: the step loop, whose step GEMM reads the weight as it

@@ -143,10 +143,14 @@ void forward_block(const ForwardStep& a, int64_t b0, int64_t b1, int64_t u0, int
   const ForwardUnits<T> units = forward_units_for<T>(s.kind, a.saved != nullptr, project);
   const T* h_prev = static_cast<const T*>(a.h_prev) + u0;
   T* h_next = static_cast<T*>(a.h_next) + u0;
+  // Where c is read from one buffer and written to another, a finished row copies it.
+  const T* c_prev = a.c_prev && a.c_prev != a.c ? static_cast<const T*>(a.c_prev) + u0 : nullptr;
+  T* c = static_cast<T*>(a.c) + u0;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t t = time_of(s, b);
     if (t < 0) {  // finished: the state stays as it was (with a projection: project_step)
       if (!project) copy_row(h_next + b * P, h_prev + b * P, n);
+      if (c_prev) copy_row(c + b * s.H, c_prev + b * s.H, n);
       continue;
     }
     const int64_t t_next = s.reverse ? t - 1 : t + 1;

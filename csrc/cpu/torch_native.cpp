@@ -20,6 +20,7 @@ class TorchNative final : public Strategy {
   }
 
   InputGemm input_gemm(const LayerShape&) const override { return InputGemm::kNone; }
+  bool keeps_initial_state() const override { return true; }
 
   void forward(ForwardJob& job) const override {
     const c10::AutoGradMode no_grad(false);

@@ -51,11 +51,17 @@ RNNKIT_HD void forward_thread(const ForwardStep& a, const ThreadPlace& p) {
   const GateRows<const T> gh{static_cast<const T*>(a.gh), G, H, 0};
   const T* h_prev = static_cast<const T*>(a.h_prev);
   T* h_next = static_cast<T*>(a.h_next);
+  // Where c is read from one buffer and written to another, a finished row copies it.
+  const T* c_prev = a.c_prev && a.c_prev != a.c ? static_cast<const T*>(a.c_prev) : nullptr;
+  T* c = static_cast<T*>(a.c);
   for (int64_t b = p.row0; b < B; b += p.row_stride) {
     const int64_t t = time_of(s, b);
     if (t < 0) {  // finished: the state stays as it was (with a projection: project_thread)
       if (!project) {
         for (int64_t j = p.col0; j < P; j += p.col_stride) carry_forward_unit(h_prev + b * P, h_next + b * P, j);
+      }
+      if (c_prev) {
+        for (int64_t j = p.col0; j < H; j += p.col_stride) carry_forward_unit(c_prev + b * H, c + b * H, j);
       }
       continue;
     }
