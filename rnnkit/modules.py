@@ -26,7 +26,7 @@ _cuda_autocast_dtype). torch.jit.script scripts the torch.nn twin
 Parameters are read from the module at every call (never cached), so .to(),
 deepcopy, parametrizations and torch.func.functional_call work.
 """
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,27 @@ Device = Optional[Union[torch.device, str, int]]
 def _recording() -> bool:
     """True while torch.jit.trace or an ONNX exporter (TorchScript- or
     dynamo-based) records the model."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    return torch.jit.is_tracing() or _in_onnx_export()
+
+
+_onnx_export_flags = []  # the two flags torch.onnx.is_in_onnx_export reads, once found
+
+
+def _in_onnx_export() -> bool:
+    """torch.onnx.is_in_onnx_export() without its imports on every call (a
+    microsecond or two, on every step of a cell); the public call where torch
+    keeps the flags elsewhere."""
+    if not _onnx_export_flags:
+        try:
+            from torch.onnx._internal.exporter import _flags
+            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+            _onnx_export_flags.extend([GLOBALS, _flags])
+        except ImportError:
+            _onnx_export_flags.append(None)
+    if _onnx_export_flags[0] is None:
+        return torch.onnx.is_in_onnx_export()
+    globals_, flags = _onnx_export_flags
+    return bool(globals_.in_onnx_export or flags._is_onnx_exporting)
 
 
 def _fx_leaf(module: nn.Module, input: "torch.fx.Proxy", hx):
@@ -59,15 +79,28 @@ def _fx_leaf(module: nn.Module, input: "torch.fx.Proxy", hx):
     return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
 
 
+# (class, nonlinearity) -> engine mode or None: a call looks its kind up once.
+_MODES: Dict[Tuple[type, Optional[str]], Optional[str]] = {}
+
+
 def _engine_mode(module: nn.Module) -> Optional[str]:
     """The engine mode of a module's kind (cells.KINDS), None for a kind the
     engine has not (an RNNCell with an unknown nonlinearity)."""
-    nonlinearity = getattr(module, "nonlinearity", None)
-    for kind in KINDS.values():
-        if isinstance(module, (kind.torch_layer, kind.torch_cell)) \
-                and kind.nonlinearity == nonlinearity:
-            return kind.mode
-    return None
+    nonlinearity = module.__dict__.get("nonlinearity")
+    key = (type(module), nonlinearity)
+    if key not in _MODES:
+        _MODES[key] = next((kind.mode for kind in KINDS.values()
+                            if isinstance(module, (kind.torch_layer, kind.torch_cell))
+                            and kind.nonlinearity == nonlinearity), None)
+    return _MODES[key]
+
+
+def _parameters(module: nn.Module, names) -> List[Optional[Tensor]]:
+    """The named parameters, read from the module's parameter table where they
+    are there (nn.Module's attribute fallback costs a microsecond each), else
+    as attributes (a parametrization makes them properties)."""
+    table = module._parameters
+    return [table[name] if name in table else getattr(module, name) for name in names]
 
 
 def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -97,9 +130,14 @@ def _engine_dtype(tensors: List[Tensor], sequence: bool) -> Optional[torch.dtype
     non-floating dtypes. Under CUDA autocast every floating tensor but a float64
     one is cast, as autocast itself does."""
     x = tensors[0]
-    device = x.device
     if not all(isinstance(t, Tensor) for t in tensors):
         return None
+    if x.is_cpu:  # the common case first, in as few Python operations as it takes
+        dtype = x.dtype
+        if (all(t.is_cpu and t.dtype == dtype for t in tensors) and dtype in _ENGINE_DTYPES
+                and not torch.is_autocast_enabled("cpu")):
+            return dtype
+    device = x.device
     if device.type == "cpu":
         on_device = all(t.is_cpu for t in tensors)  # cheaper than comparing t.device
     else:
@@ -287,7 +325,7 @@ class _EngineSequence(nn.RNNBase):
                                             tuple(indices.shape) != (batch,)):
                     return None
         # Read once: a parametrized weight is computed at every read.
-        weights = [[getattr(self, name) for name in names] for names in self._all_weights]
+        weights = [_parameters(self, names) for names in self._all_weights]
         dtype = _engine_dtype([x] + states + [w for ws in weights for w in ws], sequence=True)
         if dtype is None:
             return None
@@ -487,7 +525,7 @@ class _EngineCell(nn.RNNCellBase):
             states = [s.unsqueeze(0) for s in states]
         if any(s.size(0) != x.size(0) for s in states):
             return None
-        params = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        params = _parameters(self, ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
         dtype = _engine_dtype([x] + states + [p for p in params if p is not None], sequence=False)
         if dtype is None:
             return None

@@ -134,14 +134,16 @@ def test_torch_native_projection_inference(reverse):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_one_step_on_every_strategy(strategy, mode, dtype, training):
+@pytest.mark.parametrize("B", [3, 21])
+def test_one_step_on_every_strategy(strategy, mode, dtype, training, B):
     """A sequence of one step (cells, decoding): single_step's case, and every
-    other strategy's too; a row of length 0 keeps its state."""
-    lengths = None if strategy == "torch_native" else [1, 0, 1]
+    other strategy's too; a row of length 0 keeps its state. 3 rows take
+    single_step's dot products, 21 its broadcasts (16 rows at a time and 5)."""
+    lengths = None if strategy == "torch_native" else ([1, 0] * B)[:B]
     why_not = refusal(strategy, mode, False, lengths, training, T=1)
     if why_not or (dtype == torch.float64 and strategy.startswith("fused_loop")):
         return  # refusals are checked above; the fused loops are float32 only
-    got, want = run_case(strategy, mode, T=1, B=3, I=5, H=17, lengths=lengths, dtype=dtype,
+    got, want = run_case(strategy, mode, T=1, B=B, I=5, H=17, lengths=lengths, dtype=dtype,
                          training=training)
     assert_all_close(got, want, dtype, f"{strategy} {mode} one step")
 
