@@ -15,13 +15,12 @@ import torch
 
 import rnnkit
 from rnnkit import ops
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+from rnnkit.cells import KINDS
 
 
 def layer_case(mode, T, B, I, H, P, bias, dtype, lengths, reverse, use_y):
     dev = "cuda"
-    G = GATES[mode] * H
+    G = KINDS[mode].gates * H
     k = H ** -0.5
     leaf = lambda *s: ((torch.rand(*s, device=dev) * 2 - 1) * k).to(dtype).requires_grad_()  # noqa: E731
     x = torch.randn(T, B, I, device=dev, dtype=dtype, requires_grad=True)
@@ -47,7 +46,7 @@ def layer_case(mode, T, B, I, H, P, bias, dtype, lengths, reverse, use_y):
 
 def cell_case(mode, B, I, H, dtype):
     dev = "cuda"
-    G = GATES[mode] * H
+    G = KINDS[mode].gates * H
     x = torch.randn(B, I, device=dev, dtype=dtype, requires_grad=True)
     h = torch.randn(B, H, device=dev, dtype=dtype, requires_grad=True)
     c = torch.randn(B, H, device=dev, dtype=dtype, requires_grad=True) if mode == "LSTM" else None
@@ -82,7 +81,7 @@ def main():
                     cases += 1
                     if not all(torch.isfinite(o).all() for o in outs):
                         bad.append(f"{mode} P={P} H={H} {dtype} lengths={lens is not None} reverse={reverse}")
-        for mode in GATES:
+        for mode in KINDS:
             outs = cell_case(mode, 3, 5, 37, dtype)
             cases += 1
             if not all(torch.isfinite(o).all() for o in outs):

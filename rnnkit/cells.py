@@ -1,6 +1,7 @@
 """The cell kinds rnnkit runs, and what each one is: the one table that the
-ops, the modules, the benchmark and the tests read (gate counts also stand in
-csrc/cells.h, which the compiled engine reads).
+ops, the modules, the benchmark and the tests read. Gate counts and what
+training keeps come from the compiled engine (csrc/cells.h, cell_units.h)
+through rnnkit._C, the torch.nn classes from here.
 
 A kind is named by its engine mode: "LSTM", "GRU", "RNN_TANH", "RNN_RELU".
 """
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from torch import nn
+
+from . import _C
 
 
 @dataclass(frozen=True)
@@ -18,16 +21,23 @@ class CellKind:
     torch_cell: type             # the torch.nn cell of this kind
     nonlinearity: Optional[str]  # RNN only: the constructor's "tanh" or "relu"
 
+    def saved_width(self, hidden: int, proj: int = 0) -> int:
+        """Values training keeps per row and step for backward (csrc/cell_units.h)."""
+        return _C.saved_width(self.mode, hidden, proj or hidden)
+
     def torch_layer_kwargs(self) -> Dict[str, str]:
         """Constructor arguments that pick this kind out of its torch.nn class."""
         return {"nonlinearity": self.nonlinearity} if self.nonlinearity else {}
 
 
 KINDS: Dict[str, CellKind] = {
-    "LSTM": CellKind("LSTM", 4, nn.LSTM, nn.LSTMCell, None),
-    "GRU": CellKind("GRU", 3, nn.GRU, nn.GRUCell, None),
-    "RNN_TANH": CellKind("RNN_TANH", 1, nn.RNN, nn.RNNCell, "tanh"),
-    "RNN_RELU": CellKind("RNN_RELU", 1, nn.RNN, nn.RNNCell, "relu"),
+    mode: CellKind(mode, _C.gate_count(mode), layer, cell, nonlinearity)
+    for mode, layer, cell, nonlinearity in [
+        ("LSTM", nn.LSTM, nn.LSTMCell, None),
+        ("GRU", nn.GRU, nn.GRUCell, None),
+        ("RNN_TANH", nn.RNN, nn.RNNCell, "tanh"),
+        ("RNN_RELU", nn.RNN, nn.RNNCell, "relu"),
+    ]
 }
 MODES = tuple(KINDS)
 

@@ -46,7 +46,7 @@ needs_kernels = pytest.mark.skipif(HAVE_GPU and not BUILT_WITH_CUDA,
 
 DEV = "cuda"
 F64 = torch.float64
-GATES = {mode: k.gates for mode, k in KINDS.items()}
+GATES = {mode: k.gates for mode, k in KINDS.items()}  # gate rows per unit, by mode
 # Test variants: (op mode, proj_size)
 VARIANTS = {
     "LSTM": ("LSTM", 0),
