@@ -325,3 +325,28 @@ def test_non_finite_values_propagate_as_in_torch(strategy):
         assert torch.equal(y.isinf(), y_ref.isinf()), f"{mode}: {y} vs torch.nn {y_ref}"
         finite = y_ref.isfinite()
         assert_close(y[finite], y_ref[finite], torch.float32, f"{mode} finite outputs")
+
+
+@pytest.mark.parametrize("change", ["in_place", "through_data", "new_tensor"])
+def test_kept_transposed_weights_follow_changes(change):
+    """single_step keeps weights transposed between calls (16 rows: brgemm's
+    case); after any change of the weights, the next call uses the new ones:
+    an in-place update (version bump), a write through .data (no bump, as in
+    RL code's soft target updates) or a new tensor."""
+    torch.manual_seed(3)
+    cell, ref = rnnkit.LSTMCell(24, 40), torch.nn.LSTMCell(24, 40)
+    ref.load_state_dict(cell.state_dict())
+    x = torch.randn(16, 24)
+    with torch.no_grad():
+        for _ in range(2):  # the second call takes the kept transposes
+            torch.testing.assert_close(cell(x), ref(x))
+        if change == "in_place":
+            cell.weight_hh.mul_(0.5)
+        elif change == "through_data":
+            cell.weight_hh.data.mul_(0.5)
+        else:
+            cell.weight_hh = torch.nn.Parameter(cell.weight_hh * 0.5)
+        ref.weight_hh.mul_(0.5)
+        with rnnkit.record_strategies() as ran:
+            torch.testing.assert_close(cell(x), ref(x))
+    assert ran == ["single_step"]

@@ -3,12 +3,52 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <ATen/Parallel.h>
+#include <type_traits>
+#include <ATen/native/CPUBlas.h>
+
 #include "../step_loop.h"
 #include "small_gemm.h"
 #include "step_cpu.h"
+#include "thread_gemm.h"
+#include "weight_cache.h"
 
 namespace rnnkit {
 namespace {
+
+// From this many rows on, brgemm on the transposed weight (kept between
+// calls: weight_cache.h) beats the dot products on the weight as it stands.
+constexpr int64_t kRowsForBrgemm = 4;
+constexpr int64_t kBrgemmColumns = 256;    // columns of the output per brgemm call
+// Below this many multiply-adds a product stays on one thread: starting and
+// joining the others costs more (far more where they wait for a busy core).
+constexpr int64_t kParallelMacs = int64_t(1) << 20;
+
+// out (M, N) = a (M, K) · W^T for a (N, K) weight.
+template <class T>
+void product(int64_t M, int64_t N, int64_t K, const T* a, const at::Tensor& w, T* out) {
+#if defined(CPUBLAS_BRGEMM_F32F32F32)
+  if constexpr (std::is_same_v<T, float>) {
+    if (M >= kRowsForBrgemm && thread_gemm_backend() == GemmBackend::kBrgemm) {
+      const at::Tensor wt = cached_transpose(w);
+      if (wt.defined()) {
+        const float* b = wt.data_ptr<float>();
+        const int64_t blocks = (N + kBrgemmColumns - 1) / kBrgemmColumns;
+        const int64_t grain = M * N * K < kParallelMacs ? blocks : 1;
+        at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+          for (int64_t blk = b0; blk < b1; ++blk) {
+            const int64_t n0 = blk * kBrgemmColumns;
+            at::native::cpublas::brgemm(M, std::min(kBrgemmColumns, N - n0), K, K, N, N, false, a,
+                                        b + n0, out + n0, false);
+          }
+        });
+        return;
+      }
+    }
+  }
+#endif
+  small_gemm_nt<T>(M, N, K, a, K, w.data_ptr<T>(), K, out, N, false);
+}
 
 class SingleStep final : public Strategy {
  public:
@@ -39,10 +79,8 @@ class SingleStep final : public Strategy {
     AT_DISPATCH_FLOATING_TYPES(n.dtype, "rnnkit_single_step", [&] {
       scalar_t* gx = gates.data_ptr<scalar_t>();
       scalar_t* gh = gx + B * G;
-      small_gemm_nt<scalar_t>(B, G, I, job.x.data_ptr<scalar_t>(), I, job.w_ih.data_ptr<scalar_t>(), I,
-                              gx, G, false);
-      small_gemm_nt<scalar_t>(B, G, P, job.h.data_ptr<scalar_t>(), P, job.w_hh.data_ptr<scalar_t>(), P,
-                              gh, G, false);
+      product<scalar_t>(B, G, I, job.x.data_ptr<scalar_t>(), job.w_ih, gx);
+      product<scalar_t>(B, G, P, job.h.data_ptr<scalar_t>(), job.w_hh, gh);
       const StepShape shape{n.kind, n.dtype, 0, 1, B, n.H, P, n.reverse,
                             job.lengths.defined() ? job.lengths.data_ptr<int64_t>() : nullptr};
       kernels_->forward({shape, gx, gh, job.bias.data_ptr(), job.h.data_ptr(), h_next.data_ptr(),

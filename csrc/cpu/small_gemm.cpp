@@ -16,8 +16,10 @@
 namespace rnnkit {
 namespace {
 
-// Below this many multiply-adds the product stays on the calling thread.
-constexpr int64_t kParallelMacs = int64_t(1) << 16;
+// Below this many multiply-adds the product stays on the calling thread:
+// starting and joining the others costs more (far more where they wait for
+// a busy core).
+constexpr int64_t kParallelMacs = int64_t(1) << 20;
 // Columns (rows of W) per task: whole cache lines of the output row.
 constexpr int64_t kColumnsAlign = 16;
 // From this many rows of A on, the products broadcast W against rows of A
