@@ -336,10 +336,10 @@ def test_kept_transposed_weights_follow_changes(change):
     torch.manual_seed(3)
     cell, ref = rnnkit.LSTMCell(24, 40), torch.nn.LSTMCell(24, 40)
     ref.load_state_dict(cell.state_dict())
-    x = torch.randn(16, 24)
+    x, hx = torch.randn(16, 24), (torch.randn(16, 40), torch.randn(16, 40))
     with torch.no_grad():
         for _ in range(2):  # the second call takes the kept transposes
-            torch.testing.assert_close(cell(x), ref(x))
+            torch.testing.assert_close(cell(x, hx), ref(x, hx))
         if change == "in_place":
             cell.weight_hh.mul_(0.5)
         elif change == "through_data":
@@ -348,5 +348,5 @@ def test_kept_transposed_weights_follow_changes(change):
             cell.weight_hh = torch.nn.Parameter(cell.weight_hh * 0.5)
         ref.weight_hh.mul_(0.5)
         with rnnkit.record_strategies() as ran:
-            torch.testing.assert_close(cell(x), ref(x))
+            torch.testing.assert_close(cell(x, hx), ref(x, hx))
     assert ran == ["single_step"]
