@@ -1,26 +1,27 @@
-"""torch.nn as the reference for the raw ops: build a torch.nn layer, hand its
-weights to an rnnkit op, and compare values and every gradient."""
+"""torch.nn as the reference for the raw ops: build a torch.nn layer or cell
+(on any device), hand its weights to an rnnkit op, and compare values and
+every gradient."""
 import torch
 
-MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+from rnnkit.cells import KINDS
+
+MODES = list(KINDS)
 
 
 def torch_layer(mode, input_size, hidden_size, bias=True, proj_size=0, bidirectional=False,
-                dtype=torch.float64):
-    kwargs = dict(bias=bias, bidirectional=bidirectional, dtype=dtype)
-    if mode == "LSTM":
-        return torch.nn.LSTM(input_size, hidden_size, proj_size=proj_size, **kwargs)
-    if mode == "GRU":
-        return torch.nn.GRU(input_size, hidden_size, **kwargs)
-    return torch.nn.RNN(input_size, hidden_size, nonlinearity=mode[4:].lower(), **kwargs)
+                dtype=torch.float64, device=None):
+    kind = KINDS[mode]
+    kwargs = dict(bias=bias, bidirectional=bidirectional, dtype=dtype, device=device,
+                  **kind.torch_layer_kwargs())
+    if proj_size:
+        kwargs["proj_size"] = proj_size
+    return kind.torch_layer(input_size, hidden_size, **kwargs)
 
 
-def torch_cell(mode, input_size, hidden_size, bias=True, dtype=torch.float64):
-    if mode == "LSTM":
-        return torch.nn.LSTMCell(input_size, hidden_size, bias, dtype=dtype)
-    if mode == "GRU":
-        return torch.nn.GRUCell(input_size, hidden_size, bias, dtype=dtype)
-    return torch.nn.RNNCell(input_size, hidden_size, bias, mode[4:].lower(), dtype=dtype)
+def torch_cell(mode, input_size, hidden_size, bias=True, dtype=torch.float64, device=None):
+    kind = KINDS[mode]
+    return kind.torch_cell(input_size, hidden_size, bias, dtype=dtype, device=device,
+                           **kind.torch_layer_kwargs())
 
 
 def layer_weights(module, suffix="_l0"):
