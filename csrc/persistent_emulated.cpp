@@ -74,13 +74,13 @@ class EmulatedLauncher final : public PersistentLauncher {
     return plan;
   }
 
-  Status forward(const persistent::Plan& plan, const persistent::ForwardArgs& args,
+  Status launch(const persistent::Plan& plan, const persistent::ForwardArgs& args,
                  const at::Tensor& workspace) const override {
     const Status s = persistent::check_forward_args(plan, args, workspace.data_ptr(), workspace.numel());
     return s.ok() ? run_emulated<persistent::ForwardBody>(plan.geo, args) : s;
   }
 
-  Status backward(const persistent::Plan& plan, const persistent::BackwardArgs& args,
+  Status launch(const persistent::Plan& plan, const persistent::BackwardArgs& args,
                   const at::Tensor& workspace) const override {
     const Status s = persistent::check_backward_args(plan, args, workspace.data_ptr(), workspace.numel());
     return s.ok() ? run_emulated<persistent::BackwardBody>(plan.geo, args) : s;

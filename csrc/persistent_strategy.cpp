@@ -81,33 +81,8 @@ class PersistentStrategy final : public Strategy {
   // The kernels add b_hh themselves and take gx with b_ih in it.
   InputGemm input_gemm(const LayerShape&) const override { return InputGemm::kWithBias; }
 
-  void forward(ForwardJob& job) const override {
-    const persistent::Plan plan = planned(job.shape, Pass::Forward);
-    const bool lstm = job.shape.kind == CellKind::LSTM;
-    const at::Tensor h_n = at::empty_like(job.h);
-    const at::Tensor c_n = lstm ? at::empty_like(job.c) : at::Tensor();
-    const at::Tensor workspace = workspace_for(plan, job.x);
-    const persistent::Status status = launcher_->forward(
-        plan, persistent_forward_args(job, h_n, c_n, watchdog_budget.load()), workspace);
-    if (falls_back(status)) return fallback_->forward(job);
-    check(status, plan, workspace);
-    job.h = h_n;
-    if (lstm) job.c = c_n;
-  }
-
-  void backward(BackwardJob& job) const override {
-    const persistent::Plan plan = planned(job.shape, Pass::Backward);
-    const bool lstm = job.shape.kind == CellKind::LSTM;
-    const at::Tensor dh0 = at::empty_like(job.dh);
-    const at::Tensor dc0 = lstm ? at::empty_like(job.dc) : at::Tensor();
-    const at::Tensor workspace = workspace_for(plan, job.x);
-    const persistent::Status status = launcher_->backward(
-        plan, persistent_backward_args(job, dh0, dc0, watchdog_budget.load()), workspace);
-    if (falls_back(status)) return fallback_->backward(job);
-    check(status, plan, workspace);
-    job.dh = dh0;
-    if (lstm) job.dc = dc0;
-  }
+  void forward(ForwardJob& job) const override { run(job, Pass::Forward, job.h, job.c); }
+  void backward(BackwardJob& job) const override { run(job, Pass::Backward, job.dh, job.dc); }
 
  private:
   persistent::Plan plan_for(const LayerShape& shape, Pass pass) const {
@@ -119,6 +94,27 @@ class PersistentStrategy final : public Strategy {
     TORCH_CHECK(plan.applies, "rnnkit: strategy '", name_, "' cannot run this layer: ", plan.reason);
     return plan;
   }
+
+  // One launch for a pass. The final states (h_n and c_n, or dh0 and dc0)
+  // go to fresh tensors: the kernels read the ones given (h0, grad_hn)
+  // until they write these.
+  template <class Job>
+  void run(Job& job, Pass pass, at::Tensor& state, at::Tensor& cell_state) const {
+    const persistent::Plan plan = planned(job.shape, pass);
+    const bool lstm = job.shape.kind == CellKind::LSTM;
+    const at::Tensor state_out = at::empty_like(state);
+    const at::Tensor cell_out = lstm ? at::empty_like(cell_state) : at::Tensor();
+    const at::Tensor workspace = workspace_for(plan, job.x);
+    const persistent::Status status =
+        launcher_->launch(plan, persistent_args(job, state_out, cell_out, watchdog_budget.load()), workspace);
+    if (falls_back(status)) return run_pass(*fallback_, job);
+    check(status, plan, workspace);
+    state = state_out;
+    if (lstm) cell_state = cell_out;
+  }
+
+  static void run_pass(const Strategy& s, ForwardJob& job) { s.forward(job); }
+  static void run_pass(const Strategy& s, BackwardJob& job) { s.backward(job); }
 
   static at::Tensor workspace_for(const persistent::Plan& plan, const at::Tensor& like) {
     return at::empty({plan.geo.workspace_bytes}, like.options().dtype(at::kByte));
@@ -173,8 +169,8 @@ persistent::LayerShape persistent_shape(const LayerShape& shape, Pass pass, bool
           groups};
 }
 
-persistent::ForwardArgs persistent_forward_args(const ForwardJob& job, const at::Tensor& h_n,
-                                                const at::Tensor& c_n, int64_t watchdog_cycles) {
+persistent::ForwardArgs persistent_args(const ForwardJob& job, const at::Tensor& h_n,
+                                        const at::Tensor& c_n, int64_t watchdog_cycles) {
   const LayerShape& s = job.shape;
   const bool lstm = s.kind == CellKind::LSTM;
   persistent::ForwardArgs a{};
@@ -209,8 +205,8 @@ persistent::ForwardArgs persistent_forward_args(const ForwardJob& job, const at:
   return a;
 }
 
-persistent::BackwardArgs persistent_backward_args(const BackwardJob& job, const at::Tensor& dh0,
-                                                  const at::Tensor& dc0, int64_t watchdog_cycles) {
+persistent::BackwardArgs persistent_args(const BackwardJob& job, const at::Tensor& dh0,
+                                         const at::Tensor& dc0, int64_t watchdog_cycles) {
   const LayerShape& s = job.shape;
   const bool lstm = s.kind == CellKind::LSTM, gru = s.kind == CellKind::GRU;
   const int64_t width = saved_width(s.kind, s.H, s.P);

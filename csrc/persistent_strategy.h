@@ -37,10 +37,10 @@ class PersistentLauncher {
   }
   // One launch, queued on the current stream; `workspace` holds
   // plan.geo.workspace_bytes bytes on the device.
-  virtual persistent::Status forward(const persistent::Plan& plan, const persistent::ForwardArgs& args,
-                                     const at::Tensor& workspace) const = 0;
-  virtual persistent::Status backward(const persistent::Plan& plan, const persistent::BackwardArgs& args,
-                                      const at::Tensor& workspace) const = 0;
+  virtual persistent::Status launch(const persistent::Plan& plan, const persistent::ForwardArgs& args,
+                                    const at::Tensor& workspace) const = 0;
+  virtual persistent::Status launch(const persistent::Plan& plan, const persistent::BackwardArgs& args,
+                                    const at::Tensor& workspace) const = 0;
   // Whether the last launch on this workspace tripped its watchdog (waits for it).
   virtual persistent::Status watchdog(const persistent::Plan& plan, const at::Tensor& workspace) const = 0;
 };
@@ -55,10 +55,10 @@ persistent::LayerShape persistent_shape(const LayerShape& shape, Pass pass, bool
 
 // The arguments of one launch for a driver's job: its own buffers, and the
 // final states (h_n, c_n; dh0, dc0) into the tensors given.
-persistent::ForwardArgs persistent_forward_args(const ForwardJob& job, const at::Tensor& h_n,
-                                                const at::Tensor& c_n, int64_t watchdog_cycles);
-persistent::BackwardArgs persistent_backward_args(const BackwardJob& job, const at::Tensor& dh0,
-                                                  const at::Tensor& dc0, int64_t watchdog_cycles);
+persistent::ForwardArgs persistent_args(const ForwardJob& job, const at::Tensor& h_n, const at::Tensor& c_n,
+                                        int64_t watchdog_cycles);
+persistent::BackwardArgs persistent_args(const BackwardJob& job, const at::Tensor& dh0, const at::Tensor& dc0,
+                                         int64_t watchdog_cycles);
 
 // ---- the strategies ----------------------------------------------------------
 

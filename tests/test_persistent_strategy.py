@@ -11,6 +11,11 @@ backward (every gradient), lengths, reverse, no bias, odd sizes; and paired
 with the step loop both ways (a persistent forward with a step-loop backward
 and the other way round), which holds only if both write the same saved rows.
 """
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -50,9 +55,16 @@ def test_witnesses_follow_the_cpu_strategies():
 @pytest.mark.skipif(not rnnkit.built_with_cuda(), reason="a CPU-only build has no CUDA strategies")
 def test_cuda_list_puts_the_persistent_kernels_first_without_touching_the_device():
     """Registering reads no device property: listing works on a machine
-    without a GPU, and does not start CUDA."""
-    assert rnnkit.strategies("cuda") == CUDA_STRATEGIES
-    assert not torch.cuda.is_initialized()
+    without a GPU, and does not start CUDA (in a fresh process, where nothing
+    else has)."""
+    script = ("import json, torch, rnnkit; "
+              "print(json.dumps([rnnkit.strategies('cuda'), torch.cuda.is_initialized()]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    names, initialized = json.loads(done.stdout.strip().splitlines()[-1])
+    assert names == CUDA_STRATEGIES
+    assert not initialized
 
 
 # ---- every emulated strategy against the step loop ----------------------------------------

@@ -32,13 +32,13 @@ class CudaPersistentLauncher final : public PersistentLauncher {
 
   bool allow_tf32() const override { return at::globalContext().allowTF32CuBLAS(); }
 
-  persistent::Status forward(const persistent::Plan& plan, const persistent::ForwardArgs& args,
+  persistent::Status launch(const persistent::Plan& plan, const persistent::ForwardArgs& args,
                              const at::Tensor& workspace) const override {
     return persistent::forward(plan, args, workspace.data_ptr(), workspace.numel(),
                                c10::cuda::getCurrentCUDAStream());
   }
 
-  persistent::Status backward(const persistent::Plan& plan, const persistent::BackwardArgs& args,
+  persistent::Status launch(const persistent::Plan& plan, const persistent::BackwardArgs& args,
                               const at::Tensor& workspace) const override {
     return persistent::backward(plan, args, workspace.data_ptr(), workspace.numel(),
                                 c10::cuda::getCurrentCUDAStream());
