@@ -27,6 +27,21 @@ const int64_t* lengths_ptr(const at::Tensor& lengths) {
   return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
 }
 
+// What the arguments of both passes share: the layer, one direction.
+template <class Args>
+Args launch_args(const LayerShape& s, const at::Tensor& lengths, int64_t watchdog_cycles) {
+  Args a{};
+  a.cell = s.kind;
+  a.dtype = persistent_dtype(s.dtype);
+  a.T = s.T;
+  a.B = s.B;
+  a.H = s.H;
+  a.lengths = lengths_ptr(lengths);
+  a.dirs = 1;
+  a.watchdog_cycles = watchdog_cycles;
+  return a;
+}
+
 // Plans, once per device and shape: the cost model tries every cut of the
 // layer, too much to repeat on every call.
 class PlanCache {
@@ -173,15 +188,7 @@ persistent::ForwardArgs persistent_args(const ForwardJob& job, const at::Tensor&
                                         const at::Tensor& c_n, int64_t watchdog_cycles) {
   const LayerShape& s = job.shape;
   const bool lstm = s.kind == CellKind::LSTM;
-  persistent::ForwardArgs a{};
-  a.cell = s.kind;
-  a.dtype = persistent_dtype(s.dtype);
-  a.T = s.T;
-  a.B = s.B;
-  a.H = s.H;
-  a.lengths = lengths_ptr(job.lengths);
-  a.dirs = 1;
-  a.watchdog_cycles = watchdog_cycles;
+  auto a = launch_args<persistent::ForwardArgs>(s, job.lengths, watchdog_cycles);
   persistent::ForwardDirection& d = a.dir[0];
   d.gx = job.gx.data_ptr();      // x W_ih^T + b_ih
   d.w_hh = job.w_hh.data_ptr();
@@ -210,15 +217,7 @@ persistent::BackwardArgs persistent_args(const BackwardJob& job, const at::Tenso
   const LayerShape& s = job.shape;
   const bool lstm = s.kind == CellKind::LSTM, gru = s.kind == CellKind::GRU;
   const int64_t width = saved_width(s.kind, s.H, s.P);
-  persistent::BackwardArgs a{};
-  a.cell = s.kind;
-  a.dtype = persistent_dtype(s.dtype);
-  a.T = s.T;
-  a.B = s.B;
-  a.H = s.H;
-  a.lengths = lengths_ptr(job.lengths);
-  a.dirs = 1;
-  a.watchdog_cycles = watchdog_cycles;
+  auto a = launch_args<persistent::BackwardArgs>(s, job.lengths, watchdog_cycles);
   persistent::BackwardDirection& d = a.dir[0];
   d.w_hh = job.w_hh.data_ptr();
   d.dy = ptr_or_null(job.dy);
