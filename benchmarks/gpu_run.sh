@@ -4,27 +4,36 @@
 #     benchmarks/gpu_run.sh OUTDIR
 #
 # Stages (each one runs even if an earlier one failed; its exit status and
-# time go to OUTDIR/summary.txt):
+# time go to OUTDIR/summary.txt), most important first:
 #   env       nvidia-smi, torch/CUDA/cuDNN versions, git commit, date -> env.txt
 #   build     rnnkit built in place with its CUDA kernels (pip -e, falling
 #             back to setup.py build_ext --inplace)               -> build.log
-#   pytest    all tests, the GPU ones first                        -> pytest.log, junit.xml
+#   pytest    the GPU tests (-m cuda): tests/test_cuda_persistent.py (every
+#             persistent strategy forced through the op) and tests/test_cuda.py
+#             first, then the cuda-marked tests of the other files (the CPU
+#             tests are CI's)                                      -> pytest.log, junit.xml
 #   sanitize  compute-sanitizer memcheck on a forward+backward of every
-#             cell kind (benchmarks/sanitize_run.py)               -> sanitize.log
+#             cell kind, the planner's choices (the persistent kernels where
+#             they apply) and each persistent group kind forced
+#             (benchmarks/sanitize_run.py)                         -> sanitize.log
 #   bench     python3 -m rnnkit.bench --device cuda --suite $RNNKIT_GPU_BENCH_SUITE
 #             (default quick: the fastrnns default T=100 B=64 I=H=512 in fp32
 #             and bf16, inference and training, rnnkit vs cuDNN, plus batch-1
-#             latency; real: the shapes from real programs)      -> bench_gpu.json, bench_gpu.md
+#             latency; real: the shapes from real programs); its strategy
+#             column names what ran                                -> bench_gpu.json, bench_gpu.md
 #             (its table also goes to summary.txt)
+#   racecheck, synccheck  compute-sanitizer on the persistent kernels only,
+#             each group kind forced (sanitize_run.py --persistent) -> sanitize.log
+#   barrier   benchmarks/persistent_gpu_run.sh STAGES=barrier: us per barrier
+#             (syncthreads, grid flags, clusters...), the table the persistent
+#             planner's costs should come from                    -> summary.txt, build.log
 #   profile   benchmarks/gpu_profile.py: kernel time against wall time
-#             per step, rnnkit and cuDNN                          -> summary.txt
-#   persistent benchmarks/persistent_gpu_run.sh without its sanitizers (after
-#             build): barrier table, entry-point tests, us per step -> summary.txt, build.log
+#             per step, rnnkit and cuDNN (only with a minute of budget left) -> summary.txt
 # OUTDIR ends up with 8 files, the most the device tool brings back.
 #
 # Needs: python3 with torch (CUDA build), nvcc, ninja, pytest; no network.
-# Wall time: about 9 minutes at most (RNNKIT_GPU_RUN_BUDGET seconds, default
-# 530); each stage runs under `timeout` and gets what the budget leaves after
+# Wall time: about 8 minutes at most (RNNKIT_GPU_RUN_BUDGET seconds, default
+# 480); each stage runs under `timeout` and gets what the budget leaves after
 # keeping a floor for the stages after it.
 set -u -o pipefail
 
@@ -40,7 +49,7 @@ export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export RNNKIT_CUDA=1  # fail the build rather than silently leave the CUDA kernels out
 
-BUDGET="${RNNKIT_GPU_RUN_BUDGET:-530}"
+BUDGET="${RNNKIT_GPU_RUN_BUDGET:-480}"
 START=$(date +%s)
 SUMMARY="$OUTDIR/summary.txt"
 FAILED=0
@@ -113,10 +122,10 @@ printf '%-10s rc=%-4s %4ss   %s\n' env 0 "$(( $(date +%s) - START ))" env.txt >>
 # ---- build -----------------------------------------------------------------------------------
 BUILD_LOG="$OUTDIR/build.log"
 : > "$BUILD_LOG"
-if ! run_stage build "$(stage_limit 240 300)" "$BUILD_LOG" \
+if ! run_stage build "$(stage_limit 240 250)" "$BUILD_LOG" \
     "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .; then
   echo "pip install -e failed; falling back to setup.py build_ext --inplace" >> "$BUILD_LOG"
-  run_stage build_ext "$(stage_limit 240 280)" "$BUILD_LOG" "$PY" setup.py build_ext --inplace
+  run_stage build_ext "$(stage_limit 240 230)" "$BUILD_LOG" "$PY" setup.py build_ext --inplace
 fi
 run_stage import 60 "$BUILD_LOG" "$PY" -c "
 import rnnkit, torch
@@ -132,24 +141,16 @@ grep -E "^rnnkit .*built_with_cuda" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
 } >> "$BUILD_LOG" 2>&1
 grep -E "^--- C\+\+ runtime" "$BUILD_LOG" | tail -1 >> "$SUMMARY"
 
-# ---- persistent kernels (torch-free): barrier costs, entry points, time per step ----------------
-PERSISTENT_LOG="$(mktemp -d)/persistent.log"
-SANITIZE=0 run_stage persistent "$(stage_limit 150 300)" "$PERSISTENT_LOG" benchmarks/persistent_gpu_run.sh
-{ echo "--- persistent kernels"; sed -n '/^=== summary/,$p' "$PERSISTENT_LOG"; grep -E "^(device|cases|planned|graph|determinism|watchdog|all):|^FAIL" "$PERSISTENT_LOG" | head -60; } >> "$SUMMARY"
-sed -n '/^=== time/,/^=== summary/p' "$PERSISTENT_LOG" >> "$SUMMARY"
-cat "$PERSISTENT_LOG" >> "$BUILD_LOG"
-rm -rf "$(dirname "$PERSISTENT_LOG")"
-
 # ---- tests -----------------------------------------------------------------------------------
 PYTEST_LOG="$OUTDIR/pytest.log"
 : > "$PYTEST_LOG"
-# GPU tests first, then the rest (pytest drops the duplicate file); one test
-# may take at most 180 s when pytest-timeout is there.
+# The GPU tests only, the persistent strategies' first (pytest drops the
+# files named twice); one test may take at most 120 s when pytest-timeout is there.
 TIMEOUT_OPT=()
-"$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_OPT=(--timeout 180)
-run_stage pytest "$(stage_limit 270 150)" "$PYTEST_LOG" \
-  "$PY" -m pytest tests/test_cuda.py tests -q -rs -p no:cacheprovider ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} \
-  --junitxml="$OUTDIR/junit.xml" -o junit_family=xunit1 --durations=15
+"$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_OPT=(--timeout 120)
+run_stage pytest "$(stage_limit 200 150)" "$PYTEST_LOG" \
+  "$PY" -m pytest -m cuda tests/test_cuda_persistent.py tests/test_cuda.py tests -q -rs -p no:cacheprovider \
+  ${TIMEOUT_OPT[@]+"${TIMEOUT_OPT[@]}"} --junitxml="$OUTDIR/junit.xml" -o junit_family=xunit1 --durations=15
 tail -n 3 "$PYTEST_LOG" | sed 's/^/    /' >> "$SUMMARY"
 
 # ---- compute-sanitizer -------------------------------------------------------------------------
@@ -162,11 +163,11 @@ SANITIZER="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sa
 # "ERROR SUMMARY" line after a quick exit), everything is.
 export PYTORCH_NO_CUDA_MEMORY_CACHING=1
 T_SAN=$(date +%s)
-run_stage sanitize "$(stage_limit 120 100)" "$SAN_LOG" \
+run_stage sanitize "$(stage_limit 90 100)" "$SAN_LOG" \
   "$SANITIZER" --tool memcheck --error-exitcode 1 --print-limit 50 --kernel-name kns=rnnkit \
   "$PY" benchmarks/sanitize_run.py
 if ! grep -q "ERROR SUMMARY" "$SAN_LOG" && (( $(date +%s) - T_SAN < 30 )); then
-  run_stage sanitize_all "$(stage_limit 150 100)" "$SAN_LOG" \
+  run_stage sanitize_all "$(stage_limit 90 100)" "$SAN_LOG" \
     "$SANITIZER" --tool memcheck --error-exitcode 1 --print-limit 50 "$PY" benchmarks/sanitize_run.py
 fi
 unset PYTORCH_NO_CUDA_MEMORY_CACHING
@@ -174,12 +175,12 @@ grep -E "ERROR SUMMARY|sanitize_run:|NON-FINITE" "$SAN_LOG" | tail -4 | sed 's/^
 
 # ---- benchmark -----------------------------------------------------------------------------------
 BENCH_CONSOLE="$(mktemp -d)/bench_console.log"
-run_stage bench "$(stage_limit 180 0)" "$BENCH_CONSOLE" \
+run_stage bench "$(stage_limit 120 50)" "$BENCH_CONSOLE" \
   "$PY" -m rnnkit.bench --device cuda --suite "${RNNKIT_GPU_BENCH_SUITE:-quick}" --no-progress \
   --json "$OUTDIR/bench_gpu.json" --markdown "$OUTDIR/bench_gpu.md"
 if [[ ! -s "$OUTDIR/bench_gpu.json" ]]; then
   # The suite did not finish: at least the fastrnns default, ops level, vs cuDNN.
-  run_stage bench_ops "$(stage_limit 90 0)" "$BENCH_CONSOLE" "$PY" - <<'EOF'
+  run_stage bench_ops "$(stage_limit 60 50)" "$BENCH_CONSOLE" "$PY" - <<'EOF'
 import torch, rnnkit
 from rnnkit import ops
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -217,11 +218,29 @@ fi
 } >> "$SUMMARY"
 rm -rf "$(dirname "$BENCH_CONSOLE")"
 
-# ---- profile: kernel time against wall time per step -------------------------------------------
-PROFILE_LOG="$(mktemp -d)/profile.log"
-run_stage profile "$(stage_limit 90 0)" "$PROFILE_LOG" "$PY" benchmarks/gpu_profile.py
-{ echo "--- profile"; grep -v "^===\|UserWarning\|_warn_once" "$PROFILE_LOG"; } >> "$SUMMARY"
-rm -rf "$(dirname "$PROFILE_LOG")"
+# ---- the persistent kernels under racecheck (shared memory) and synccheck -------------------------
+# Only their kernels are instrumented (the name filter); each group kind forced.
+for tool in racecheck synccheck; do
+  run_stage "$tool" "$(stage_limit 45 $([[ $tool == racecheck ]] && echo 30 || echo 20))" "$SAN_LOG" \
+    "$SANITIZER" --tool "$tool" --error-exitcode 1 --print-limit 20 --kernel-name kns=persistent_kernel \
+    "$PY" benchmarks/sanitize_run.py --persistent
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize_run:" "$SAN_LOG" | tail -2 | sed "s/^/    $tool: /" >> "$SUMMARY"
+done
+
+# ---- barrier costs (torch-free): the table the persistent planner's cost model should use ----------
+PERSISTENT_LOG="$(mktemp -d)/persistent.log"
+STAGES=barrier run_stage barrier "$(stage_limit 60 0)" "$PERSISTENT_LOG" benchmarks/persistent_gpu_run.sh
+{ echo "--- barrier costs"; sed -n '/^=== summary/,$p' "$PERSISTENT_LOG"; } >> "$SUMMARY"
+cat "$PERSISTENT_LOG" >> "$BUILD_LOG"
+rm -rf "$(dirname "$PERSISTENT_LOG")"
+
+# ---- profile: kernel time against wall time per step (when the budget allows) ----------------------
+if (( BUDGET - ($(date +%s) - START) >= 60 )); then
+  PROFILE_LOG="$(mktemp -d)/profile.log"
+  run_stage profile "$(stage_limit 90 0)" "$PROFILE_LOG" "$PY" benchmarks/gpu_profile.py
+  { echo "--- profile"; grep -v "^===\|UserWarning\|_warn_once" "$PROFILE_LOG"; } >> "$SUMMARY"
+  rm -rf "$(dirname "$PROFILE_LOG")"
+fi
 
 echo "total $(( $(date +%s) - START ))s; $( ((FAILED)) && echo 'SOME STAGES FAILED' || echo 'all stages passed')" >> "$SUMMARY"
 cat "$SUMMARY"

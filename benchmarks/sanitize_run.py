@@ -1,13 +1,18 @@
 """A short forward + backward of every cell kind on CUDA, for compute-sanitizer.
 
     compute-sanitizer --tool memcheck --error-exitcode 1 python3 benchmarks/sanitize_run.py
+    compute-sanitizer --tool racecheck ... python3 benchmarks/sanitize_run.py --persistent
 
-Small odd sizes, but every path of the step kernels: bias and no bias, a
+Small odd sizes, but every path of the kernels: bias and no bias, a
 projection, ragged lengths (rows that finish early, one of length 0) in both
 directions, grad_y present and absent, the cells, float32 and bfloat16, and a
-hidden size wider than one block of threads. Exits non-zero if anything is
-not finite; memcheck reports the out-of-bounds and misaligned accesses.
+hidden size wider than one block of threads. The planner's own choices (the
+persistent kernels where they apply, the step loop for projections), then
+each persistent group kind forced (block, cluster, grid); --persistent runs
+only those. Exits non-zero if anything is not finite; memcheck reports the
+out-of-bounds and misaligned accesses.
 """
+import argparse
 import sys
 import time
 
@@ -16,6 +21,7 @@ import torch
 import rnnkit
 from rnnkit import ops
 from rnnkit.cells import KINDS
+
 
 
 def layer_case(mode, T, B, I, H, P, bias, dtype, lengths, reverse, use_y):
@@ -59,7 +65,18 @@ def cell_case(mode, B, I, H, dtype):
     return [hn] + list(torch.autograd.grad(loss, leaves))
 
 
+# The persistent strategies with one group kind forced (clusters need sm_90).
+def forced_persistent():
+    kinds = ["persistent_block", "persistent_grid"]
+    if torch.cuda.get_device_capability() >= (9, 0):
+        kinds.insert(1, "persistent_cluster")
+    return kinds
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--persistent", action="store_true", help="only the forced persistent cases")
+    opts = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU", file=sys.stderr)
         return 2
@@ -72,20 +89,28 @@ def main():
     cases = 0
     bad = []
     started = time.perf_counter()
+
+    def check(outs, what):
+        nonlocal cases
+        cases += 1
+        if not all(torch.isfinite(o).all() for o in outs):
+            bad.append(what)
+
     for dtype in (torch.float32, torch.bfloat16):
-        for mode, P in (("LSTM", 0), ("LSTM", 4), ("GRU", 0), ("RNN_TANH", 0), ("RNN_RELU", 0)):
-            for H in (37, 300):
-                for lens, reverse, bias, use_y in ((None, False, True, True), (lengths, True, True, True),
-                                                   (lengths, False, False, False)):
-                    outs = layer_case(mode, T, B, I, H, P, bias, dtype, lens, reverse, use_y)
-                    cases += 1
-                    if not all(torch.isfinite(o).all() for o in outs):
-                        bad.append(f"{mode} P={P} H={H} {dtype} lengths={lens is not None} reverse={reverse}")
-        for mode in KINDS:
-            outs = cell_case(mode, 3, 5, 37, dtype)
-            cases += 1
-            if not all(torch.isfinite(o).all() for o in outs):
-                bad.append(f"cell {mode} {dtype}")
+        if not opts.persistent:
+            for mode, P in (("LSTM", 0), ("LSTM", 4), ("GRU", 0), ("RNN_TANH", 0), ("RNN_RELU", 0)):
+                for H in (37, 300):
+                    for lens, reverse, bias, use_y in ((None, False, True, True), (lengths, True, True, True),
+                                                       (lengths, False, False, False)):
+                        check(layer_case(mode, T, B, I, H, P, bias, dtype, lens, reverse, use_y),
+                              f"{mode} P={P} H={H} {dtype} lengths={lens is not None} reverse={reverse}")
+            for mode in KINDS:
+                check(cell_case(mode, 3, 5, 37, dtype), f"cell {mode} {dtype}")
+        for strategy in forced_persistent():
+            for mode in ("LSTM", "GRU", "RNN_TANH"):
+                with rnnkit.strategy(strategy):
+                    check(layer_case(mode, T, B, I, 37, 0, True, dtype, lengths, True, True),
+                          f"{strategy} {mode} {dtype}")
     torch.cuda.synchronize()
     print(f"sanitize_run: {cases} forward+backward cases in {time.perf_counter() - started:.1f}s")
     for b in bad:

@@ -12,6 +12,7 @@
 #include "cell_units.h"
 #include "checks.h"
 #include "cpu/lstm_row_avx512.h"
+#include "persistent_strategy.h"
 #include "strategy.h"
 
 namespace {
@@ -79,6 +80,12 @@ PyObject* forget(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+PyObject* persistent_watchdog(PyObject*, PyObject* args) {
+  long long cycles;
+  if (!PyArg_ParseTuple(args, "L", &cycles)) return nullptr;
+  return guarded([&] { return PyLong_FromLongLong(set_persistent_watchdog(cycles)); });
+}
+
 PyObject* saved_width_of(PyObject*, PyObject* args) {
   const char* mode;
   long long hidden, proj;
@@ -108,6 +115,9 @@ PyMethodDef methods[] = {
     {"_take_recorded", take_record, METH_NOARGS, "The names recorded since the last call, cleared."},
     {"_measurements", measured, METH_NOARGS, "What the planner timed: one line per shape (times and choice)."},
     {"_forget_measurements", forget, METH_NOARGS, "Forgets what the planner timed."},
+    {"_persistent_watchdog", persistent_watchdog, METH_VARARGS,
+     "Sets the persistent kernels' GRID barrier budget in SM cycles (0: their default, unchecked); a budget "
+     "set here makes every GRID launch wait and raise if its watchdog tripped. Returns the previous budget."},
     {"saved_width", saved_width_of, METH_VARARGS, "Values kept per row and step for backward: (mode, hidden, width of h)."},
     {"gate_count", gates_of, METH_VARARGS, "Gate rows per hidden unit of a mode."},
     {"_lstm_avx512_max_error", lstm_avx512_error, METH_VARARGS,

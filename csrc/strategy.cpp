@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -21,6 +22,7 @@ constexpr size_t kDeviceTypes = static_cast<size_t>(c10::DeviceType::COMPILE_TIM
 
 struct DeviceStrategies {
   Strategies list;
+  Strategies witnesses;  // only when forced
   bool measure = false;
 };
 
@@ -72,17 +74,20 @@ std::string names_of(const Strategies& list) {
 }
 
 // The strategy a user asked for by name, checked against the layer.
-const Strategy& forced(const Strategies& list, const std::string& name, const char* source,
+const Strategy& forced(const DeviceStrategies& device, const std::string& name, const char* source,
                        const LayerShape& shape, Pass pass) {
-  for (const auto& s : list) {
-    if (name != s->name()) continue;
-    const Fit fit = s->fit(shape, pass);
-    TORCH_CHECK_VALUE(fit.kind != Fit::kCannot, "rnnkit: strategy '", name, "' (forced by ", source,
-                      ") cannot run the ", pass_name(pass), " pass of this layer: ", fit.reason);
-    return *s;
+  for (const Strategies* list : {&device.list, &device.witnesses}) {
+    for (const auto& s : *list) {
+      if (name != s->name()) continue;
+      const Fit fit = s->fit(shape, pass);
+      TORCH_CHECK_VALUE(fit.kind != Fit::kCannot, "rnnkit: strategy '", name, "' (forced by ", source,
+                        ") cannot run the ", pass_name(pass), " pass of this layer: ", fit.reason);
+      return *s;
+    }
   }
   TORCH_CHECK_VALUE(false, "rnnkit: unknown strategy '", name, "' (forced by ", source,
-                    ") for device type ", shape.device, "; this device has: ", names_of(list));
+                    ") for device type ", shape.device, "; this device has: ", names_of(device.list),
+                    device.witnesses.empty() ? "" : ", ", names_of(device.witnesses));
 }
 
 // ---- measuring --------------------------------------------------------------
@@ -178,9 +183,9 @@ const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
     std::lock_guard<std::mutex> lock(state_mutex());
     by_python = forced_by_python();
   }
-  if (by_python) return forced(list, *by_python, "rnnkit.strategy()", shape, pass);
+  if (by_python) return forced(device, *by_python, "rnnkit.strategy()", shape, pass);
   const char* env = std::getenv("RNNKIT_STRATEGY");
-  if (env && *env) return forced(list, env, "RNNKIT_STRATEGY", shape, pass);
+  if (env && *env) return forced(device, env, "RNNKIT_STRATEGY", shape, pass);
 
   const Strategy* by_rules = nullptr;
   std::vector<const Strategy*> candidates;
@@ -210,7 +215,13 @@ const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
 }  // namespace
 
 void register_strategies(c10::DeviceType device, Strategies strategies, bool measure) {
-  registry()[static_cast<size_t>(device)] = {std::move(strategies), measure};
+  DeviceStrategies& d = registry()[static_cast<size_t>(device)];
+  d.list = std::move(strategies);
+  d.measure = measure;
+}
+
+void register_witness(c10::DeviceType device, std::unique_ptr<Strategy> strategy) {
+  registry()[static_cast<size_t>(device)].witnesses.push_back(std::move(strategy));
 }
 
 const Strategy& plan(const LayerShape& shape, Pass pass, const Trial& trial) {
@@ -230,8 +241,10 @@ const Strategy& plan_by_rules(const LayerShape& shape, Pass pass) {
 }
 
 std::vector<std::string> strategy_names(c10::DeviceType device) {
+  const DeviceStrategies& d = registry()[static_cast<size_t>(device)];
   std::vector<std::string> names;
-  for (const auto& s : registry()[static_cast<size_t>(device)].list) names.push_back(s->name());
+  for (const Strategies* list : {&d.list, &d.witnesses})
+    for (const auto& s : *list) names.push_back(s->name());
   return names;
 }
 

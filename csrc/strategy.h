@@ -101,6 +101,11 @@ using Strategies = std::vector<std::unique_ptr<Strategy>>;
 // on this machine; called once per device when the library loads.
 void register_strategies(c10::DeviceType device, Strategies strategies, bool measure);
 
+// A test witness: a strategy that runs only when forced (e.g. another
+// device's kernels emulated here), listed after the device's own, whatever
+// the order in which the library's files register.
+void register_witness(c10::DeviceType device, std::unique_ptr<Strategy> strategy);
+
 // Times one pass of a strategy on a made-up layer of the given shape, in
 // seconds (the driver knows how to set a pass up: sequence.cpp).
 using Trial = std::function<double(const Strategy&, const LayerShape&, Pass)>;

@@ -1,9 +1,10 @@
 """How rnnkit runs a layer: the planner's strategies, by name.
 
 Each device has an ordered list of strategies (the CPU's fused time loops
-and its step loop; on CUDA the step loop), and for every layer call the
-planner picks one. These functions list them, force one, and record which
-ran:
+and its step loop; on CUDA the persistent kernels, one launch for the whole
+time loop wherever W_hh fits on chip, then the step loop), and for every
+layer call the planner picks one. These functions list them, force one, and
+record which ran:
 
     rnnkit.strategies("cpu")            # ['fused_loop_projecting', 'fused_loop', 'step_loop', ...]
     with rnnkit.strategy("step_loop"):  # every layer in here runs the step loop

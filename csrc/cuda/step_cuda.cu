@@ -10,6 +10,7 @@
 
 #include "../step_loop.h"
 #include "gemm_cuda.h"
+#include "step_cuda.h"
 #include "step_kernels.h"
 
 namespace rnnkit {
@@ -105,14 +106,11 @@ class CudaStepKernels final : public StepKernels {
   }
 };
 
-// The CUDA strategies, in the order the planner tries them. The step loop
-// takes b_ih in the input GEMM (cuBLAS adds a contiguous bias in its epilogue).
-const bool registered = [] {
-  Strategies list;
-  list.push_back(make_step_loop(std::make_unique<CudaStepKernels>(), InputGemm::kWithBias));
-  register_strategies(c10::DeviceType::CUDA, std::move(list), /*measure=*/false);
-  return true;
-}();
-
 }  // namespace
+
+// b_ih goes into the input GEMM (cuBLAS adds a contiguous bias in its epilogue).
+std::unique_ptr<Strategy> make_cuda_step_loop() {
+  return make_step_loop(std::make_unique<CudaStepKernels>(), InputGemm::kWithBias);
+}
+
 }  // namespace rnnkit

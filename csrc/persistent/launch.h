@@ -2,7 +2,7 @@
 // csrc/cuda/persistent_kernels.cu): framework-free, raw pointers, a stream.
 //
 //   DeviceInfo dev;  device_info(device, &dev);          once per device
-//   Plan plan = plan_layer({cell, dtype, allow_tf32, B, H, dirs, proj, pass}, dev);
+//   Plan plan = plan_layer({cell, dtype, allow_tf32, B, H, dirs, proj, pass[, groups]}, dev);
 //   if (!plan.applies) -> the step loop (plan.reason says why)
 //   workspace: plan.geo.workspace_bytes on the device, 16-byte aligned
 //   Status s = forward(plan, args, workspace, bytes, stream);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <initializer_list>
 
 namespace rnnkit {
 namespace persistent {
@@ -102,6 +104,9 @@ Plan plan_layer(const LayerShape& s, const DeviceInfo& dev) {
     }
   };
 
+  const bool block = s.groups & group_bit(GroupKind::BLOCK);
+  const bool cluster = s.groups & group_bit(GroupKind::CLUSTER);
+  const bool grid = (s.groups & group_bit(GroupKind::GRID)) && dev.cooperative_launch;
   int64_t last_rows = -1;
   for (int64_t slices = 1; slices <= s.B; ++slices) {
     const int64_t rows = ceil_div(s.B, slices);
@@ -109,14 +114,27 @@ Plan plan_layer(const LayerShape& s, const DeviceInfo& dev) {
     last_rows = rows;
     const int64_t groups = s.dirs * ceil_div(s.B, rows);
     if (groups > dev.sm_count) break;
-    consider({GroupKind::BLOCK, rows, 1, kBlockThreads, 0});
-    for (int blocks = 2; blocks <= dev.max_cluster_blocks && groups * blocks <= dev.sm_count; ++blocks)
+    if (block) consider({GroupKind::BLOCK, rows, 1, kBlockThreads, 0});
+    for (int blocks = 2; cluster && blocks <= dev.max_cluster_blocks && groups * blocks <= dev.sm_count; ++blocks)
       consider({GroupKind::CLUSTER, rows, blocks, kBlockThreads, 0});
-    if (dev.cooperative_launch)
-      for (int blocks = 2; groups * blocks <= dev.sm_count; ++blocks)
-        consider({GroupKind::GRID, rows, blocks, kBlockThreads, 0});
+    for (int blocks = 2; grid && groups * blocks <= dev.sm_count; ++blocks)
+      consider({GroupKind::GRID, rows, blocks, kBlockThreads, 0});
   }
   if (best.applies) return best;
+  if (s.groups != kAnyGroup) {
+    // Forced to some kinds only: say which were allowed and what the device lacks.
+    char kinds[64] = {0};
+    for (GroupKind g : {GroupKind::BLOCK, GroupKind::CLUSTER, GroupKind::GRID})
+      if (s.groups & group_bit(g))
+        std::snprintf(kinds + std::strlen(kinds), sizeof(kinds) - std::strlen(kinds), "%s%s",
+                      kinds[0] ? " or " : "", group_name(g));
+    const char* lacks = cluster && dev.max_cluster_blocks < 2 ? " (this GPU has no thread-block clusters)"
+                        : (s.groups & group_bit(GroupKind::GRID)) && !dev.cooperative_launch
+                            ? " (this GPU has no cooperative launch)"
+                            : "";
+    return refuse("does not apply: no %s plan fits this layer (H=%lld, %s)%s", kinds[0] ? kinds : "group",
+                  static_cast<long long>(s.H), dtype_name(s.dtype), lacks);
+  }
   const double weights = double(gate_count(s.cell)) * s.H * s.H * dtype_bytes(s.dtype) * s.dirs;
   return refuse(
       "does not apply: does not fit on chip: W_hh is %.2f MB (%s, %d direction%s); %d SMs hold "

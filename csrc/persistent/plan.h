@@ -22,6 +22,11 @@ struct DeviceInfo {
   int max_cluster_blocks = 0;      // 0 without ClusterLaunch; 16 on Hopper (non-portable opt-in)
 };
 
+// A set of group kinds, one bit each: which kinds a plan may use.
+constexpr uint32_t group_bit(GroupKind g) { return 1u << static_cast<int>(g); }
+constexpr uint32_t kAnyGroup =
+    group_bit(GroupKind::BLOCK) | group_bit(GroupKind::CLUSTER) | group_bit(GroupKind::GRID);
+
 struct LayerShape {
   CellKind cell;
   DType dtype;
@@ -30,6 +35,8 @@ struct LayerShape {
   int32_t dirs;     // 1, or 2: both directions of a layer in one launch
   bool projection;  // proj_size > 0
   Pass pass;
+  // The group kinds the cost model chooses among; one kind forces it (tests).
+  uint32_t groups = kAnyGroup;
 };
 
 struct Plan {

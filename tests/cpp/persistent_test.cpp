@@ -356,6 +356,21 @@ void suite_planner(const Options&) {
                plan(d, CellKind::GRU, DType::F32, 32, 512, 2).geo.dirs == 2,
            "planner: GRU fp32 H=512 should run both directions in one launch");
   }
+  // One group kind forced: the plan uses it, or says why it cannot.
+  for (GroupKind grp : {GroupKind::BLOCK, GroupKind::CLUSTER, GroupKind::GRID})
+    for (Pass pass : {Pass::FORWARD, Pass::BACKWARD}) {
+      const Plan p = plan_layer({CellKind::LSTM, DType::F32, false, 8, 80, 1, false, pass, group_bit(grp)}, h100());
+      EXPECT(p.applies && p.geo.group == grp, "planner: %s forced on LSTM fp32 B=8 H=80: %s", group_name(grp),
+             p.applies ? group_name(p.geo.group) : p.reason);
+    }
+  const Plan big_block = plan_layer(
+      {CellKind::LSTM, DType::F32, false, 64, 512, 1, false, Pass::FORWARD, group_bit(GroupKind::BLOCK)}, h100());
+  EXPECT(!big_block.applies && std::strstr(big_block.reason, "no G1-block plan"),
+         "planner: one block cannot hold LSTM fp32 H=512: '%s'", big_block.reason);
+  const Plan l4_cluster = plan_layer(
+      {CellKind::GRU, DType::BF16, false, 8, 64, 1, false, Pass::FORWARD, group_bit(GroupKind::CLUSTER)}, l4());
+  EXPECT(!l4_cluster.applies && std::strstr(l4_cluster.reason, "no thread-block clusters"),
+         "planner: clusters forced on an L4: '%s'", l4_cluster.reason);
   const DeviceInfo L4 = l4();
   for (CellKind cell : cells)
     for (int64_t H : {64, 128, 256, 512})
