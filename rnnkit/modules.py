@@ -51,13 +51,18 @@ def _recording() -> bool:
     return torch.jit.is_tracing() or _in_onnx_export()
 
 
-_onnx_export_flags = []  # the two flags torch.onnx.is_in_onnx_export reads, once found
+# The two flags torch.onnx.is_in_onnx_export reads, found on the first eager
+# call: that function imports them on every call (a microsecond or two, on
+# every step of a cell).
+_onnx_export_flags: List[object] = []
 
 
 def _in_onnx_export() -> bool:
-    """torch.onnx.is_in_onnx_export() without its imports on every call (a
-    microsecond or two, on every step of a cell); the public call where torch
-    keeps the flags elsewhere."""
+    """torch.onnx.is_in_onnx_export(), without its imports in eager calls (the
+    public call while torch.compile traces, and where torch keeps the flags
+    elsewhere)."""
+    if torch.compiler.is_compiling():
+        return torch.onnx.is_in_onnx_export()
     if not _onnx_export_flags:
         try:
             from torch.onnx._internal.exporter import _flags
