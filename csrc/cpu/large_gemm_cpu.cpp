@@ -65,6 +65,12 @@ at::Tensor large_gemm_cpu(const at::Tensor& a, const at::Tensor& b) {
   // (b^T · a^T)^T, which also copies the result.
   const int64_t direct = (row_major(a) ? 0 : M * K) + (row_major(b) ? 0 : K * N);
   const int64_t swapped = (col_major(b) ? 0 : K * N) + (col_major(a) ? 0 : M * K) + M * N;
+  // The tiles split the output only: a product whose output is small and whose
+  // inner dimension is long (the weight gradients, summed over all T*B rows)
+  // would leave threads idle, where ATen's mm splits the inner dimension too.
+  const int64_t rows = direct <= swapped ? M : N, cols = direct <= swapped ? N : M;
+  const int64_t tasks = ((rows + kTaskRows - 1) / kTaskRows) * ((cols + kTileCols - 1) / kTileCols);
+  if (tasks < at::get_num_threads()) return {};
   if (direct <= swapped) {
     at::Tensor out = at::empty({M, N}, a.options());
     tiled_product(as_row_major(a), as_row_major(b), out);
