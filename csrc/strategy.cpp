@@ -92,8 +92,11 @@ const Strategy& forced(const DeviceStrategies& device, const std::string& name, 
 
 // ---- measuring --------------------------------------------------------------
 
-// Trials run on at most this many steps: enough to weigh a strategy's cost
-// per call (packing, starting threads) against its cost per step.
+// A strategy's time is a cost per call (packing weights, starting threads)
+// plus a cost per step. Trials run a made-up sequence of kTrialSteps steps and,
+// where the layer is longer, of twice as many: the two give both costs, and
+// the strategies are compared at the layer's length (a loop that starts slowly
+// but steps quickly wins a long sequence and loses a short one).
 constexpr int64_t kTrialSteps = 16;
 // Made-up inputs of a trial stay below this many values each (weights,
 // sequences): larger shapes keep the strategies' own rules.
@@ -106,11 +109,20 @@ bool measuring_wanted() {
 
 bool worth_a_trial(const LayerShape& s) {
   const int64_t G = gate_count(s.kind) * s.H;
-  const int64_t steps = std::min(s.T, kTrialSteps);
+  const int64_t steps = std::min(s.T, 2 * kTrialSteps);
   return G * (s.I + s.P) <= kTrialValues && steps * s.B * std::max(G, s.I) <= kTrialValues;
 }
 
-// What a choice depends on: the shape as a trial sees it, the pass, threads.
+// The length a choice is made for: T itself up to the longer trial, then T
+// rounded up to a power of two, so that one choice serves T to 2T.
+int64_t planned_length(int64_t T) {
+  if (T <= 2 * kTrialSteps) return T;
+  int64_t length = 2 * kTrialSteps;
+  while (length < T) length *= 2;
+  return length;
+}
+
+// What a choice depends on: the shape at its planned length, the pass, threads.
 struct MeasurementKey {
   LayerShape shape;
   Pass pass;
@@ -118,7 +130,7 @@ struct MeasurementKey {
   auto fields() const {
     const LayerShape& s = shape;
     return std::make_tuple(static_cast<int>(s.device), static_cast<int>(s.dtype), static_cast<int>(s.kind),
-                           static_cast<int>(pass), std::min(s.T, kTrialSteps), s.B, s.I, s.H, s.P,
+                           static_cast<int>(pass), planned_length(s.T), s.B, s.I, s.H, s.P,
                            s.reverse, s.lengths, s.projection, s.training, threads);
   }
   bool operator<(const MeasurementKey& other) const { return fields() < other.fields(); }
@@ -132,7 +144,7 @@ std::string describe(const MeasurementKey& key) {
   const LayerShape& s = key.shape;
   std::ostringstream text;
   text << s.device << " " << c10::toString(s.dtype) << " " << kind_name(s.kind) << " "
-       << pass_name(key.pass) << " T=" << std::min(s.T, kTrialSteps) << " B=" << s.B << " I=" << s.I
+       << pass_name(key.pass) << " T=" << planned_length(s.T) << " B=" << s.B << " I=" << s.I
        << " H=" << s.H << " P=" << s.P << (s.reverse ? " reverse" : "") << (s.lengths ? " lengths" : "")
        << (s.training ? " training" : "") << " threads=" << key.threads;
   return text.str();
@@ -148,30 +160,63 @@ std::map<MeasurementKey, Measured>& measured_shapes() {
   return shapes;
 }
 
-// The fastest of the candidates on a trial of the shape. A candidate whose
-// trial fails is left out; the first candidate stands if all fail.
-Measured measure(const std::vector<const Strategy*>& candidates, const LayerShape& shape,
-                 Pass pass, const Trial& trial) {
+// A strategy's time at the planned length, from trials at one or two lengths.
+double predicted_seconds(const Strategy& s, const LayerShape& shape, Pass pass, const Trial& trial) {
+  const int64_t T = planned_length(shape.T);
   LayerShape trial_shape = shape;
-  trial_shape.T = std::min(shape.T, kTrialSteps);
-  Measured best{candidates.front(), {}};
-  double best_seconds = std::numeric_limits<double>::infinity();
-  std::ostringstream line;
-  for (const Strategy* s : candidates) {
-    double seconds;
-    try {
-      seconds = trial(*s, trial_shape, pass);
-    } catch (const std::exception&) {
-      line << " " << s->name() << "=failed";
-      continue;
-    }
-    line << " " << s->name() << "=" << seconds * 1e6 << "us";
-    if (seconds < best_seconds) {
-      best_seconds = seconds;
-      best.choice = s;
+  trial_shape.T = std::min(T, kTrialSteps);
+  const double short_seconds = trial(s, trial_shape, pass);
+  if (T == trial_shape.T) return short_seconds;
+  const int64_t short_steps = trial_shape.T;
+  trial_shape.T = std::min(T, 2 * kTrialSteps);
+  const double long_seconds = trial(s, trial_shape, pass);
+  const double per_step = std::max(0.0, long_seconds - short_seconds) / double(trial_shape.T - short_steps);
+  return long_seconds + per_step * double(T - trial_shape.T);
+}
+
+// Trials on a busy machine vary by several percent from run to run: each
+// candidate is timed in kTrialRounds rounds taken in turn (so that a burst of
+// load does not fall on one candidate alone), and another strategy replaces
+// the rules' choice only when it is faster by more than kClearMargin.
+constexpr int kTrialRounds = 2;
+constexpr double kClearMargin = 0.05;
+
+// The fastest of the candidates at the shape's planned length. A candidate
+// whose trial fails is left out; the rules' choice stands if all fail.
+Measured measure(const std::vector<const Strategy*>& candidates, const Strategy* by_rules,
+                 const LayerShape& shape, Pass pass, const Trial& trial) {
+  const double kFailed = -1.0;
+  std::vector<double> seconds(candidates.size(), std::numeric_limits<double>::infinity());
+  for (int round = 0; round < kTrialRounds; ++round) {
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (seconds[i] == kFailed) continue;
+      try {
+        seconds[i] = std::min(seconds[i], predicted_seconds(*candidates[i], shape, pass, trial));
+      } catch (const std::exception&) {
+        seconds[i] = kFailed;
+      }
     }
   }
-  best.line = line.str() + " -> " + best.choice->name();
+  double rules_seconds = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (candidates[i] == by_rules && seconds[i] != kFailed) rules_seconds = seconds[i];
+  }
+  Measured best{by_rules, {}};
+  double best_seconds = rules_seconds * (1.0 - kClearMargin);
+  std::ostringstream line;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    line << " " << candidates[i]->name() << "=";
+    if (seconds[i] == kFailed) {
+      line << "failed";
+      continue;
+    }
+    line << seconds[i] * 1e6 << "us";
+    if (seconds[i] < best_seconds) {
+      best_seconds = seconds[i];
+      best.choice = candidates[i];
+    }
+  }
+  best.line = line.str() + " (rules: " + by_rules->name() + ") -> " + best.choice->name();
   return best;
 }
 
@@ -207,7 +252,7 @@ const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
   }
   // Measured outside the lock: trials run layers, and another thread may
   // plan meanwhile (at worst it measures the same shape too).
-  Measured result = measure(candidates, shape, pass, trial);
+  Measured result = measure(candidates, by_rules, shape, pass, trial);
   std::lock_guard<std::mutex> lock(state_mutex());
   return *measured_shapes().emplace(key, std::move(result)).first->second.choice;
 }
