@@ -160,59 +160,78 @@ std::map<MeasurementKey, Measured>& measured_shapes() {
   return shapes;
 }
 
-// A strategy's time at the planned length, from trials at one or two lengths.
-double predicted_seconds(const Strategy& s, const LayerShape& shape, Pass pass, const Trial& trial) {
-  const int64_t T = planned_length(shape.T);
-  LayerShape trial_shape = shape;
-  trial_shape.T = std::min(T, kTrialSteps);
-  const double short_seconds = trial(s, trial_shape, pass);
-  if (T == trial_shape.T) return short_seconds;
-  const int64_t short_steps = trial_shape.T;
-  trial_shape.T = std::min(T, 2 * kTrialSteps);
-  const double long_seconds = trial(s, trial_shape, pass);
-  const double per_step = std::max(0.0, long_seconds - short_seconds) / double(trial_shape.T - short_steps);
-  return long_seconds + per_step * double(T - trial_shape.T);
-}
-
 // Trials on a busy machine vary by several percent from run to run: each
 // candidate is timed in kTrialRounds rounds taken in turn (so that a burst of
-// load does not fall on one candidate alone), and another strategy replaces
-// the rules' choice only when it is faster by more than kClearMargin.
+// load does not fall on one candidate alone), the fastest run at each length
+// kept, and another strategy replaces the rules' choice only when it is faster
+// by more than kClearMargin.
 constexpr int kTrialRounds = 2;
 constexpr double kClearMargin = 0.05;
+
+// A candidate's fastest trials at the short and the long length.
+struct TrialTimes {
+  double short_seconds = std::numeric_limits<double>::infinity();
+  double long_seconds = std::numeric_limits<double>::infinity();
+  bool failed = false;
+};
+
+// The trial lengths for a planned length T: the long one only where T is longer
+// than the short one.
+int64_t short_trial(int64_t T) { return std::min(T, kTrialSteps); }
+int64_t long_trial(int64_t T) { return std::min(T, 2 * kTrialSteps); }
+
+void run_trials(const Strategy& s, const LayerShape& shape, Pass pass, const Trial& trial,
+                TrialTimes& times) {
+  const int64_t T = planned_length(shape.T);
+  LayerShape trial_shape = shape;
+  trial_shape.T = short_trial(T);
+  times.short_seconds = std::min(times.short_seconds, trial(s, trial_shape, pass));
+  if (long_trial(T) == short_trial(T)) return;
+  trial_shape.T = long_trial(T);
+  times.long_seconds = std::min(times.long_seconds, trial(s, trial_shape, pass));
+}
+
+// The time at the planned length: a cost per call and one per step, from the
+// two trials.
+double predicted_seconds(const TrialTimes& times, const LayerShape& shape) {
+  const int64_t T = planned_length(shape.T), t0 = short_trial(T), t1 = long_trial(T);
+  if (t1 == t0) return times.short_seconds;
+  const double per_step = std::max(0.0, times.long_seconds - times.short_seconds) / double(t1 - t0);
+  return times.long_seconds + per_step * double(T - t1);
+}
 
 // The fastest of the candidates at the shape's planned length. A candidate
 // whose trial fails is left out; the rules' choice stands if all fail.
 Measured measure(const std::vector<const Strategy*>& candidates, const Strategy* by_rules,
                  const LayerShape& shape, Pass pass, const Trial& trial) {
-  const double kFailed = -1.0;
-  std::vector<double> seconds(candidates.size(), std::numeric_limits<double>::infinity());
+  std::vector<TrialTimes> times(candidates.size());
   for (int round = 0; round < kTrialRounds; ++round) {
     for (size_t i = 0; i < candidates.size(); ++i) {
-      if (seconds[i] == kFailed) continue;
+      if (times[i].failed) continue;
       try {
-        seconds[i] = std::min(seconds[i], predicted_seconds(*candidates[i], shape, pass, trial));
+        run_trials(*candidates[i], shape, pass, trial, times[i]);
       } catch (const std::exception&) {
-        seconds[i] = kFailed;
+        times[i].failed = true;
       }
     }
   }
   double rules_seconds = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < candidates.size(); ++i) {
-    if (candidates[i] == by_rules && seconds[i] != kFailed) rules_seconds = seconds[i];
+    if (candidates[i] == by_rules && !times[i].failed) rules_seconds = predicted_seconds(times[i], shape);
   }
   Measured best{by_rules, {}};
   double best_seconds = rules_seconds * (1.0 - kClearMargin);
   std::ostringstream line;
   for (size_t i = 0; i < candidates.size(); ++i) {
     line << " " << candidates[i]->name() << "=";
-    if (seconds[i] == kFailed) {
+    if (times[i].failed) {
       line << "failed";
       continue;
     }
-    line << seconds[i] * 1e6 << "us";
-    if (seconds[i] < best_seconds) {
-      best_seconds = seconds[i];
+    const double seconds = predicted_seconds(times[i], shape);
+    line << seconds * 1e6 << "us";
+    if (seconds < best_seconds) {
+      best_seconds = seconds;
       best.choice = candidates[i];
     }
   }
