@@ -135,6 +135,10 @@ def test_python_m_rnnkit_reports_the_build_and_the_machine():
     assert facts["SIMD"].startswith(_about.simd_level(_about.platform.machine(), _about.cpu_flags()))
     assert facts["threads"].startswith(f"{torch.get_num_threads()} intra-op")
     assert "strategies (cpu)" in facts and "commit" in facts and "Python" in facts
+    # The CPU with its caches, as the benchmark's results name it.
+    caches = _about.cpu_caches()
+    assert re.fullmatch(r"(L[2-9] \w+(, L[2-9] \w+)*)?", caches), caches
+    assert facts["CPU"].startswith(_about.cpu_name()) and caches in facts["CPU"]
 
 
 def test_simd_level_follows_the_cpu_features():

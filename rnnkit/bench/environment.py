@@ -19,6 +19,7 @@ def environment(device: str, tf32: bool) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _about.cpu_name(),
+        "cpu_caches": _about.cpu_caches(),
         "cpu_simd": _about.simd_level(platform.machine(), _about.cpu_flags()),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

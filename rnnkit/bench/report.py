@@ -248,7 +248,8 @@ def load_json(path: str) -> Tuple[dict, List[dict]]:
 # ---------------------------------------------------------------------------
 
 def machine_line(meta: dict) -> str:
-    where = meta.get("gpu") or meta.get("cpu")
+    caches = meta.get("cpu_caches")
+    where = meta.get("gpu") or (f"{meta.get('cpu')}, {caches}" if caches else meta.get("cpu"))
     parts = [f"{where} ({meta.get('device')}, {meta.get('threads')} CPU threads)", f"torch {meta.get('torch')}"]
     if meta.get("device") == "cuda":
         parts += [f"CUDA {meta.get('cuda')}", f"cuDNN {meta.get('cudnn')}"]
