@@ -48,6 +48,9 @@ export PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export RNNKIT_CUDA=1  # fail the build rather than silently leave the CUDA kernels out
+# The planner takes the persistent kernels by default only once a GPU run has
+# checked them: this run is that check, so it lets the planner take them.
+export RNNKIT_PERSISTENT="${RNNKIT_PERSISTENT:-1}"
 
 BUDGET="${RNNKIT_GPU_RUN_BUDGET:-480}"
 START=$(date +%s)

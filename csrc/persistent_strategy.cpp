@@ -4,6 +4,8 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -72,6 +74,14 @@ PlanCache& plan_cache() {
   return cache;
 }
 
+// Until the kernels have run on a GPU (benchmarks/gpu_run.sh sets it), the
+// planner takes them only where RNNKIT_PERSISTENT=1 asks it to; a forced one
+// runs regardless.
+bool persistent_by_default() {
+  const char* env = std::getenv("RNNKIT_PERSISTENT");
+  return env && std::string(env) == "1";
+}
+
 class PersistentStrategy final : public Strategy {
  public:
   PersistentStrategy(std::string name, uint32_t groups, bool by_rules,
@@ -88,6 +98,8 @@ class PersistentStrategy final : public Strategy {
     const persistent::Plan p = plan_for(shape, pass);
     if (!p.applies) return Fit::cannot(p.reason);
     if (!by_rules_) return Fit::declines("the persistent kernels with a group kind forced: only when forced");
+    if (!persistent_by_default())
+      return Fit::declines("not yet run on a GPU: taken only with RNNKIT_PERSISTENT=1, or when forced");
     return Fit::runs();
   }
 
