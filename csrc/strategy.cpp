@@ -160,12 +160,12 @@ std::map<MeasurementKey, Measured>& measured_shapes() {
   return shapes;
 }
 
-// Trials on a busy machine vary by several percent from run to run: each
-// candidate is timed in kTrialRounds rounds taken in turn (so that a burst of
-// load does not fall on one candidate alone), the fastest run at each length
-// kept, and another strategy replaces the rules' choice only when it is faster
-// by more than kClearMargin.
-constexpr int kTrialRounds = 2;
+// Trials on a busy machine vary by several percent from run to run: the
+// candidates within kCloseCall of the fastest after a first round are timed
+// again in a second round (so that a burst of load does not decide a close
+// call), the fastest run at each length kept, and another strategy replaces
+// the rules' choice only when it is faster by more than kClearMargin.
+constexpr double kCloseCall = 0.15;
 constexpr double kClearMargin = 0.05;
 
 // A candidate's fastest trials at the short and the long length.
@@ -205,14 +205,19 @@ double predicted_seconds(const TrialTimes& times, const LayerShape& shape) {
 Measured measure(const std::vector<const Strategy*>& candidates, const Strategy* by_rules,
                  const LayerShape& shape, Pass pass, const Trial& trial) {
   std::vector<TrialTimes> times(candidates.size());
-  for (int round = 0; round < kTrialRounds; ++round) {
+  double first_best = std::numeric_limits<double>::infinity();
+  for (int round = 0; round < 2; ++round) {
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (times[i].failed) continue;
+      if (round == 1 && predicted_seconds(times[i], shape) > first_best * (1.0 + kCloseCall)) continue;
       try {
         run_trials(*candidates[i], shape, pass, trial, times[i]);
       } catch (const std::exception&) {
         times[i].failed = true;
       }
+    }
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (!times[i].failed) first_best = std::min(first_best, predicted_seconds(times[i], shape));
     }
   }
   double rules_seconds = std::numeric_limits<double>::infinity();
