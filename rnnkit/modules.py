@@ -53,26 +53,28 @@ def _recording() -> bool:
 
 # The two flags torch.onnx.is_in_onnx_export reads, found on the first eager
 # call: that function imports them on every call (a microsecond or two, on
-# every step of a cell).
-_onnx_export_flags: List[object] = []
+# every step of a cell). One tuple, assigned whole, so that threads making
+# their first calls at once each see it complete or absent.
+_onnx_export_flags: Optional[Tuple[object, object]] = None
 
 
 def _in_onnx_export() -> bool:
     """torch.onnx.is_in_onnx_export(), without its imports in eager calls (the
     public call while torch.compile traces, and where torch keeps the flags
     elsewhere)."""
+    global _onnx_export_flags
     if torch.compiler.is_compiling():
         return torch.onnx.is_in_onnx_export()
-    if not _onnx_export_flags:
+    if _onnx_export_flags is None:
         try:
             from torch.onnx._internal.exporter import _flags
             from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-            _onnx_export_flags.extend([GLOBALS, _flags])
+            _onnx_export_flags = (GLOBALS, _flags)
         except ImportError:
-            _onnx_export_flags.append(None)
-    if _onnx_export_flags[0] is None:
-        return torch.onnx.is_in_onnx_export()
+            _onnx_export_flags = (None, None)
     globals_, flags = _onnx_export_flags
+    if globals_ is None:
+        return torch.onnx.is_in_onnx_export()
     return bool(globals_.in_onnx_export or flags._is_onnx_exporting)
 
 

@@ -368,3 +368,44 @@ def test_kept_transposed_weights_follow_changes(change):
         with rnnkit.record_strategies() as ran:
             torch.testing.assert_close(cell(x, hx), ref(x, hx))
     assert ran == ["single_step"]
+
+
+def test_python_threads_planning_and_running_at_once(fresh_measurements):
+    """Python threads that meet new shapes at the same time (each timing its
+    candidates while the others run layers) all get torch.nn's numbers and
+    gradients, and the planner measures each shape's passes."""
+    import concurrent.futures
+
+    f32 = torch.float32
+    shapes = [("LSTM", 40, 8, 16, 48), ("GRU", 6, 3, 5, 80), ("RNN_TANH", 1, 4, 7, 9),
+              ("LSTM", 33, 2, 12, 20), ("RNN_RELU", 20, 16, 8, 40), ("GRU", 64, 1, 4, 24)]
+    cases = []
+    for i, (mode, T, B, I, H) in enumerate(shapes):
+        torch.manual_seed(900 + i)
+        ref = torch_layer(mode, I, H, dtype=f32)
+        mine = rnnkit.convert(torch_layer(mode, I, H, dtype=f32))
+        mine.load_state_dict(ref.state_dict())
+        x = torch.randn(T, B, I)
+        x_ref = x.clone().requires_grad_()
+        ref(x_ref)[0].square().sum().backward()
+        cases.append((mine, x, ref, x_ref))
+
+    def run(case):
+        mine, x, ref, x_ref = case
+        x = x.clone().requires_grad_()
+        mine.zero_grad()
+        mine(x)[0].square().sum().backward()
+        assert_close(x.grad, x_ref.grad, f32, "dx")
+        for (name, p), p_ref in zip(mine.named_parameters(), ref.parameters()):
+            assert_close(p.grad, p_ref.grad, f32, name)
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        # Each module runs in one thread at a time (its .grad is its own).
+        for _ in range(3):
+            assert all(pool.map(run, cases))
+    lines = rnnkit._C._measurements()
+    for mode, T, B, I, H in shapes[:2] + shapes[3:]:  # T = 1 runs single_step, unmeasured
+        for pass_ in ("forward", "backward"):
+            assert any(f"{mode} {pass_} " in line and f" B={B} I={I} H={H} " in line for line in lines), \
+                (mode, pass_, lines)
