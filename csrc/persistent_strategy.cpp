@@ -79,7 +79,10 @@ PlanCache& plan_cache() {
 // runs regardless.
 bool persistent_by_default() {
   const char* env = std::getenv("RNNKIT_PERSISTENT");
-  return env && std::string(env) == "1";
+  const std::string value = env ? env : "";
+  TORCH_CHECK_VALUE(value.empty() || value == "0" || value == "1",
+                    "rnnkit: RNNKIT_PERSISTENT must be 0 or 1 (or unset), got '", value, "'");
+  return value == "1";
 }
 
 class PersistentStrategy final : public Strategy {

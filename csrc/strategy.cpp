@@ -104,7 +104,10 @@ constexpr int64_t kTrialValues = int64_t(16) << 20;
 
 bool measuring_wanted() {
   const char* env = std::getenv("RNNKIT_AUTOTUNE");
-  return !(env && std::string(env) == "0");
+  const std::string value = env ? env : "";
+  TORCH_CHECK_VALUE(value.empty() || value == "0" || value == "1",
+                    "rnnkit: RNNKIT_AUTOTUNE must be 0 or 1 (or unset), got '", value, "'");
+  return value != "0";
 }
 
 bool worth_a_trial(const LayerShape& s) {

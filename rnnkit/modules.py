@@ -26,6 +26,8 @@ _cuda_autocast_dtype). torch.jit.script scripts the torch.nn twin
 Parameters are read from the module at every call (never cached), so .to(),
 deepcopy, parametrizations and torch.func.functional_call work.
 """
+import importlib
+import threading
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -53,9 +55,11 @@ def _recording() -> bool:
 
 # The two flags torch.onnx.is_in_onnx_export reads, found on the first eager
 # call: that function imports them on every call (a microsecond or two, on
-# every step of a cell). One tuple, assigned whole, so that threads making
-# their first calls at once each see it complete or absent.
+# every step of a cell). Found under a lock: threads making their first calls
+# at once would otherwise import torch.onnx together, and one of them could be
+# handed the half-initialised package.
 _onnx_export_flags: Optional[Tuple[object, object]] = None
+_onnx_export_flags_lock = threading.Lock()
 
 
 def _in_onnx_export() -> bool:
@@ -66,12 +70,15 @@ def _in_onnx_export() -> bool:
     if torch.compiler.is_compiling():
         return torch.onnx.is_in_onnx_export()
     if _onnx_export_flags is None:
-        try:
-            from torch.onnx._internal.exporter import _flags
-            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-            _onnx_export_flags = (GLOBALS, _flags)
-        except ImportError:
-            _onnx_export_flags = (None, None)
+        with _onnx_export_flags_lock:
+            if _onnx_export_flags is None:
+                try:
+                    importlib.import_module("torch.onnx")  # the package first, whole
+                    from torch.onnx._internal.exporter import _flags
+                    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+                    _onnx_export_flags = (GLOBALS, _flags)
+                except ImportError:
+                    _onnx_export_flags = (None, None)
     globals_, flags = _onnx_export_flags
     if globals_ is None:
         return torch.onnx.is_in_onnx_export()

@@ -34,6 +34,10 @@ def strategy(name: Optional[str]) -> Iterator[None]:
     after it."""
     if name is not None and not isinstance(name, str):
         raise TypeError(f"rnnkit.strategy: expected a strategy name or None, got {type(name).__name__}")
+    if name is not None:
+        known = strategies("cpu") + strategies("cuda")
+        if name not in known:
+            raise ValueError(f"rnnkit.strategy: unknown strategy {name!r}; this build has: {', '.join(known)}")
     previous = _C._forced_strategy()
     _C._force_strategy(name)
     try:

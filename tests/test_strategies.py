@@ -303,6 +303,16 @@ def test_measuring_can_be_turned_off(fresh_measurements, monkeypatch):
     assert ran == ["fused_loop"]  # the rules' choice: too few rows to project in the loop
 
 
+def test_bad_knobs_are_named_at_once(fresh_measurements, monkeypatch):
+    with pytest.raises(ValueError, match="unknown strategy 'bogus'.*step_loop"):
+        with rnnkit.strategy("bogus"):
+            pass
+    assert rnnkit._C._forced_strategy() is None
+    monkeypatch.setenv("RNNKIT_AUTOTUNE", "banana")
+    with pytest.raises(ValueError, match="RNNKIT_AUTOTUNE must be 0 or 1.*banana"):
+        rnnkit.GRU(5, 16)(torch.randn(4, 2, 5))
+
+
 def test_forcing_skips_measuring(fresh_measurements):
     with rnnkit.strategy("step_loop"):
         rnnkit.RNN(5, 16)(torch.randn(4, 2, 5))
