@@ -4,8 +4,6 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <string>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -77,13 +75,7 @@ PlanCache& plan_cache() {
 // Until the kernels have run on a GPU (benchmarks/gpu_run.sh sets it), the
 // planner takes them only where RNNKIT_PERSISTENT=1 asks it to; a forced one
 // runs regardless.
-bool persistent_by_default() {
-  const char* env = std::getenv("RNNKIT_PERSISTENT");
-  const std::string value = env ? env : "";
-  TORCH_CHECK_VALUE(value.empty() || value == "0" || value == "1",
-                    "rnnkit: RNNKIT_PERSISTENT must be 0 or 1 (or unset), got '", value, "'");
-  return value == "1";
-}
+bool persistent_by_default() { return env_switch("RNNKIT_PERSISTENT", false); }
 
 class PersistentStrategy final : public Strategy {
  public:

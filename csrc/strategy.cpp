@@ -98,22 +98,17 @@ const Strategy& forced(const DeviceStrategies& device, const std::string& name, 
 // the strategies are compared at the layer's length (a loop that starts slowly
 // but steps quickly wins a long sequence and loses a short one).
 constexpr int64_t kTrialSteps = 16;
+// The trial lengths for a layer of T steps (or its planned length): the long
+// one only where T is longer than the short one.
+int64_t short_trial(int64_t T) { return std::min(T, kTrialSteps); }
+int64_t long_trial(int64_t T) { return std::min(T, 2 * kTrialSteps); }
 // Made-up inputs of a trial stay below this many values each (weights,
 // sequences): larger shapes keep the strategies' own rules.
 constexpr int64_t kTrialValues = int64_t(16) << 20;
 
-bool measuring_wanted() {
-  const char* env = std::getenv("RNNKIT_AUTOTUNE");
-  const std::string value = env ? env : "";
-  TORCH_CHECK_VALUE(value.empty() || value == "0" || value == "1",
-                    "rnnkit: RNNKIT_AUTOTUNE must be 0 or 1 (or unset), got '", value, "'");
-  return value != "0";
-}
-
 bool worth_a_trial(const LayerShape& s) {
   const int64_t G = gate_count(s.kind) * s.H;
-  const int64_t steps = std::min(s.T, 2 * kTrialSteps);
-  return G * (s.I + s.P) <= kTrialValues && steps * s.B * std::max(G, s.I) <= kTrialValues;
+  return G * (s.I + s.P) <= kTrialValues && long_trial(s.T) * s.B * std::max(G, s.I) <= kTrialValues;
 }
 
 // The length a choice is made for: T itself up to the longer trial, then T
@@ -178,11 +173,6 @@ struct TrialTimes {
   bool failed = false;
 };
 
-// The trial lengths for a planned length T: the long one only where T is longer
-// than the short one.
-int64_t short_trial(int64_t T) { return std::min(T, kTrialSteps); }
-int64_t long_trial(int64_t T) { return std::min(T, 2 * kTrialSteps); }
-
 void run_trials(const Strategy& s, const LayerShape& shape, Pass pass, const Trial& trial,
                 TrialTimes& times) {
   const int64_t T = planned_length(shape.T);
@@ -208,20 +198,21 @@ double predicted_seconds(const TrialTimes& times, const LayerShape& shape) {
 Measured measure(const std::vector<const Strategy*>& candidates, const Strategy* by_rules,
                  const LayerShape& shape, Pass pass, const Trial& trial) {
   std::vector<TrialTimes> times(candidates.size());
+  auto run_trials_of = [&](size_t i) {
+    try {
+      run_trials(*candidates[i], shape, pass, trial, times[i]);
+    } catch (const std::exception&) {
+      times[i].failed = true;
+    }
+  };
+  for (size_t i = 0; i < candidates.size(); ++i) run_trials_of(i);
   double first_best = std::numeric_limits<double>::infinity();
-  for (int round = 0; round < 2; ++round) {
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      if (times[i].failed) continue;
-      if (round == 1 && predicted_seconds(times[i], shape) > first_best * (1.0 + kCloseCall)) continue;
-      try {
-        run_trials(*candidates[i], shape, pass, trial, times[i]);
-      } catch (const std::exception&) {
-        times[i].failed = true;
-      }
-    }
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      if (!times[i].failed) first_best = std::min(first_best, predicted_seconds(times[i], shape));
-    }
+  for (const TrialTimes& t : times) {
+    if (!t.failed) first_best = std::min(first_best, predicted_seconds(t, shape));
+  }
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (!times[i].failed && predicted_seconds(times[i], shape) <= first_best * (1.0 + kCloseCall))
+      run_trials_of(i);
   }
   double rules_seconds = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < candidates.size(); ++i) {
@@ -268,7 +259,8 @@ const Strategy& choose(const LayerShape& shape, Pass pass, const Trial& trial) {
   }
   TORCH_CHECK(by_rules, "rnnkit: no strategy runs this layer on ", shape.device,
               " (the last registered one must run everything)");
-  if (!device.measure || candidates.size() < 2 || !measuring_wanted() || !worth_a_trial(shape))
+  if (!device.measure || candidates.size() < 2 || !env_switch("RNNKIT_AUTOTUNE", true) ||
+      !worth_a_trial(shape))
     return *by_rules;
 
   const MeasurementKey key = measurement_key(shape, pass);
@@ -318,6 +310,15 @@ std::vector<std::string> strategy_names(c10::DeviceType device) {
   for (const Strategies* list : {&d.list, &d.witnesses})
     for (const auto& s : *list) names.push_back(s->name());
   return names;
+}
+
+bool env_switch(const char* name, bool otherwise) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return otherwise;
+  const std::string value(env);
+  TORCH_CHECK_VALUE(value == "0" || value == "1", "rnnkit: ", name, " must be 0 or 1 (or unset), got '",
+                    value, "'");
+  return value == "1";
 }
 
 void force_strategy(std::optional<std::string> name) {

@@ -125,6 +125,10 @@ void forget_measurements();
 // The names of a device's strategies, in order.
 std::vector<std::string> strategy_names(c10::DeviceType device);
 
+// A 0/1 switch read from the environment (RNNKIT_AUTOTUNE, RNNKIT_PERSISTENT):
+// `otherwise` where it is unset or empty; any other value raises, naming it.
+bool env_switch(const char* name, bool otherwise);
+
 // Forces a strategy by name for the whole process (nullopt: back to
 // RNNKIT_STRATEGY, or to the planner's choice when that is unset).
 void force_strategy(std::optional<std::string> name);

@@ -58,14 +58,17 @@ def cpu_caches() -> str:
     """The data caches of the first CPU as lscpu counts them per core, e.g.
     "L2 1024K, L3 32768K" (Linux sysfs; empty where it is not there)."""
     root = "/sys/devices/system/cpu/cpu0/cache"
+
+    def read(index: str, name: str) -> str:
+        with open(os.path.join(root, index, name)) as f:
+            return f.read().strip()
+
     found = {}
     try:
         for index in sorted(os.listdir(root)):
-            def read(name: str) -> str:
-                with open(os.path.join(root, index, name)) as f:
-                    return f.read().strip()
-            if index.startswith("index") and read("type") in ("Unified", "Data") and read("level") != "1":
-                found[f"L{read('level')}"] = read("size")
+            if (index.startswith("index") and read(index, "type") in ("Unified", "Data")
+                    and read(index, "level") != "1"):
+                found[f"L{read(index, 'level')}"] = read(index, "size")
     except OSError:
         return ""
     return ", ".join(f"{level} {size}" for level, size in sorted(found.items()))
@@ -146,7 +149,8 @@ def report() -> Dict[str, str]:
             facts[f"GPU {i}"] = f"{torch.cuda.get_device_name(i)}, sm_{cap[0]}{cap[1]}: {cover}"
     else:
         facts["GPU"] = "none visible to torch"
-    facts["CPU"] = f"{cpu_name()} ({platform.machine()}" + (f", {cpu_caches()})" if cpu_caches() else ")")
+    caches = cpu_caches()
+    facts["CPU"] = f"{cpu_name()} ({platform.machine()}" + (f", {caches})" if caches else ")")
     facts["SIMD"] = (f"{simd_level(platform.machine(), cpu_flags())}; torch's own: "
                      f"{torch.backends.cpu.get_cpu_capability()}")
     facts["threads"] = threads()

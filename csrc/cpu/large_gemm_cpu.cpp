@@ -68,10 +68,11 @@ at::Tensor large_gemm_cpu(const at::Tensor& a, const at::Tensor& b) {
   // The tiles split the output only: a product whose output is small and whose
   // inner dimension is long (the weight gradients, summed over all T*B rows)
   // would leave threads idle, where ATen's mm splits the inner dimension too.
-  const int64_t rows = direct <= swapped ? M : N, cols = direct <= swapped ? N : M;
+  const bool as_is = direct <= swapped;
+  const int64_t rows = as_is ? M : N, cols = as_is ? N : M;
   const int64_t tasks = ((rows + kTaskRows - 1) / kTaskRows) * ((cols + kTileCols - 1) / kTileCols);
   if (tasks < at::get_num_threads()) return {};
-  if (direct <= swapped) {
+  if (as_is) {
     at::Tensor out = at::empty({M, N}, a.options());
     tiled_product(as_row_major(a), as_row_major(b), out);
     return out;
