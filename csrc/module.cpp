@@ -13,6 +13,7 @@
 #include "checks.h"
 #include "cpu/lstm_row_avx512.h"
 #include "persistent_strategy.h"
+#include "python_paths.h"
 #include "strategy.h"
 
 namespace {
@@ -122,6 +123,8 @@ PyMethodDef methods[] = {
     {"gate_count", gates_of, METH_VARARGS, "Gate rows per hidden unit of a mode."},
     {"_lstm_avx512_max_error", lstm_avx512_error, METH_VARARGS,
      "Largest difference of the AVX-512 LSTM units from the generic ones (n, seed); -1 without AVX-512."},
+    {"_set_python_paths", set_python_paths, METH_VARARGS,
+     "Hands the C++ Autograd kernels their Python paths (rnnkit/ops.py does, at import)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rnnkit's compiled engine", -1, methods};

@@ -17,7 +17,8 @@ in place before backward); it is empty when training is False. A backward
 op computes the gradients output_mask asks for and returns empty (0,)
 tensors for the others (dh0 and dc0 always come back).
 
-How each kind of derivative is taken:
+How each kind of derivative is taken (the forward ops' Autograd kernels are
+C++, csrc/autograd.cpp, and call back here only for the last two):
   - backward (first order): the engine's backward op, from what forward saved.
   - backward that builds a graph (create_graph=True: double backward, gradient
     penalties, Hessian-vector products): the layer is recomputed in plain torch
@@ -32,7 +33,6 @@ they raise rather than leave a silently partial graph.
 from typing import Optional, Tuple
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from . import _C  # loading it registers the schemas and kernels
@@ -40,9 +40,7 @@ from . import cells, composite
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-_LAYER = torch.ops.rnnkit.rnn_layer.default
 _LAYER_BACKWARD = torch.ops.rnnkit.rnn_layer_backward.default
-_CELL = torch.ops.rnnkit.rnn_cell.default
 _CELL_BACKWARD = torch.ops.rnnkit.rnn_cell_backward.default
 
 
@@ -239,48 +237,11 @@ def _cell_composite(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, training):
     return h_new, (c_new if c_new is not None else x.new_empty((0,))), _empty_saved(x, B)
 
 
-# ---- the engine's backward: the only calls of the backward ops ------------------------
-# Below autograd: these calls are never recorded (the Autograd kernels of the
-# backward ops, which refuse to be recorded, are for other callers).
-
-# The output mask: the gradients autograd asks for (ctx.needs_input_grad), so
-# that no GEMM runs for an input that needs none (the first layer's dx, frozen
-# weights).
-
-def _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn):
-    x, h0, c0, w_ih, w_hh, _, _, w_hr, lengths, saved = ctx.saved_tensors
-    mask = [bool(n) for n in ctx.needs_input_grad[1:9]]
-    with torch._C._AutoDispatchBelowAutograd():
-        grads = _LAYER_BACKWARD(grad_y, grad_hn, grad_cn if c0 is not None else None, x, h0, c0,
-                                w_ih, w_hh, w_hr, lengths, saved, ctx.mode, ctx.reverse, mask)
-    return grads  # dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
-
-
-def _engine_cell_grads(ctx, grad_h, grad_c):
-    x, h, c, w_ih, w_hh, _, _, saved = ctx.saved_tensors
-    mask = [bool(n) for n in ctx.needs_input_grad[1:8]]
-    with torch._C._AutoDispatchBelowAutograd():
-        grads = _CELL_BACKWARD(grad_h, grad_c if c is not None else None, x, h, c, w_ih, w_hh,
-                               saved, ctx.mode, mask)
-    return grads  # dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh
-
-
 # ---- autograd -------------------------------------------------------------------------
 
 def _below_autograd(op, keyset, args):
     with torch._C._AutoDispatchBelowAutograd():
         return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
-
-
-def _transformed(tensors) -> bool:
-    """Whether a torch.func transform or forward-mode AD is watching this call:
-    then only the composite gives correct derivatives (the kernels have neither
-    a jvp nor a batching rule, and a transform cannot see through them)."""
-    if torch._C._are_functorch_transforms_active():
-        return True
-    if fwAD._current_level < 0:  # no dual level open: no tangents anywhere
-        return False
-    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def _composite_grads(fn, inputs, needed, grad_outputs):
@@ -301,69 +262,21 @@ def _composite_grads(fn, inputs, needed, grad_outputs):
     return [next(got, None) if need else None for need in needed]
 
 
-class _Layer(torch.autograd.Function):
-    # forward takes ctx (no setup_context): Function.apply then skips binding
-    # default arguments through inspect.signature on every call. functorch, which
-    # would need setup_context, never reaches this class (see _transformed).
-    @staticmethod
-    def forward(ctx, keyset, *args):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, _ = args
-        y, h_n, c_n, saved = _below_autograd(_LAYER, keyset, args)
-        ctx.mark_non_differentiable(saved)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, saved)
-        ctx.mode, ctx.reverse = mode, reverse
-        return y, h_n, c_n, saved
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_hn, grad_cn, _grad_saved):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, _ = ctx.saved_tensors
-        inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-        if torch.is_grad_enabled():  # create_graph=True
-            def layer(*tensors):
-                return composite.layer(*tensors, lengths, ctx.mode, ctx.reverse)
-            grads = _composite_grads(layer, inputs, ctx.needs_input_grad[1:9],
-                                     (grad_y, grad_hn, grad_cn))
-        else:
-            grads = _engine_layer_grads(ctx, grad_y, grad_hn, grad_cn)
-        # Only what autograd asks for (the engine's other gradients may be empty tensors).
-        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:9])]
-        return (None, *grads, None, None, None, None)
+def _layer_graph_grads(inputs, needed, grad_outputs, lengths, mode, reverse):
+    """The layer's gradients as a graph, for the C++ Autograd kernel's backward
+    under create_graph=True: inputs are x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr
+    (None where absent), grad_outputs those of y, h_n, c_n."""
+    def layer(*tensors):
+        return composite.layer(*tensors, lengths, mode, reverse)
+    return _composite_grads(layer, inputs, needed, grad_outputs)
 
 
-class _Cell(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, keyset, *args):
-        x, h, c, w_ih, w_hh, b_ih, b_hh, mode, _ = args
-        h_new, c_new, saved = _below_autograd(_CELL, keyset, args)
-        ctx.mark_non_differentiable(saved)
-        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, saved)
-        ctx.mode = mode
-        return h_new, c_new, saved
-
-    @staticmethod
-    def backward(ctx, grad_h, grad_c, _grad_saved):
-        x, h, c, w_ih, w_hh, b_ih, b_hh, _ = ctx.saved_tensors
-        inputs = (x, h, c, w_ih, w_hh, b_ih, b_hh)
-        if torch.is_grad_enabled():  # create_graph=True
-            def cell(*tensors):
-                return composite.cell(*tensors, ctx.mode)
-            grads = _composite_grads(cell, inputs, ctx.needs_input_grad[1:8], (grad_h, grad_c))
-        else:
-            grads = _engine_cell_grads(ctx, grad_h, grad_c)
-        grads = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:8])]
-        return (None, *grads, None, None)
-
-
-def _forward_kernel(op, function, run_composite, tensor_count):
-    """The Autograd kernel of a forward op: the composite under a transform, the
-    engine with a saved-state backward when autograd records, the bare engine otherwise."""
-    def kernel(keyset, *args):
-        if _transformed(args[:tensor_count]):
-            return run_composite(*args)
-        if torch.is_grad_enabled() and torch._C._any_requires_grad(*args):
-            return function.apply(keyset, *args)
-        return _below_autograd(op, keyset, args)
-    return kernel
+def _cell_graph_grads(inputs, needed, grad_outputs, mode):
+    """The cell's gradients as a graph (inputs x, h, c, w_ih, w_hh, b_ih, b_hh;
+    grad_outputs those of h' and c')."""
+    def cell(*tensors):
+        return composite.cell(*tensors, mode)
+    return _composite_grads(cell, inputs, needed, grad_outputs)
 
 
 def _backward_kernel(op):
@@ -389,11 +302,11 @@ def _vmap_rule(run_composite):
     return rule
 
 
+# The forward ops' Autograd kernels are C++ (csrc/autograd.cpp); these are
+# their Python paths.
+_C._set_python_paths(_layer_composite, _cell_composite, _layer_graph_grads, _cell_graph_grads)
+
 _lib = torch.library.Library("rnnkit", "IMPL")
-_lib.impl("rnn_layer", _forward_kernel(_LAYER, _Layer, _layer_composite, 9), "Autograd",
-          with_keyset=True)
-_lib.impl("rnn_cell", _forward_kernel(_CELL, _Cell, _cell_composite, 7), "Autograd",
-          with_keyset=True)
 _lib.impl("rnn_layer_backward", _backward_kernel(_LAYER_BACKWARD), "Autograd", with_keyset=True)
 _lib.impl("rnn_cell_backward", _backward_kernel(_CELL_BACKWARD), "Autograd", with_keyset=True)
 torch.library.register_vmap("rnnkit::rnn_layer", _vmap_rule(_layer_composite), lib=_lib)
