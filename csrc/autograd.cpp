@@ -204,6 +204,8 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
           optional_all({grads[0], grads[1], lstm ? grads[2] : Tensor()}), present(lengths), mode,
           reverse));
     } else {
+      // Below autograd: the backward op's own Autograd kernel only refuses to be recorded.
+      at::AutoDispatchBelowAutograd below;
       auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = layer_backward_op().call(
           present(grads[0]), present(grads[1]), lstm ? present(grads[2]) : std::nullopt, x, h0,
           present(c0), w_ih, w_hh, present(w_hr), present(lengths), saved, mode, reverse, wanted);
@@ -272,6 +274,7 @@ struct CellFunction : torch::autograd::Function<CellFunction> {
           kCellGraphGrads, optional_all({x, h, c, w_ih, w_hh, b_ih, b_hh}), wanted,
           optional_all({grads[0], lstm ? grads[1] : Tensor()}), mode));
     } else {
+      at::AutoDispatchBelowAutograd below;
       auto [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh] = cell_backward_op().call(
           present(grads[0]), lstm ? present(grads[1]) : std::nullopt, x, h, present(c), w_ih, w_hh,
           saved, mode, wanted);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cell_call.h"
 #include "cell_units.h"
 #include "checks.h"
 #include "cpu/lstm_row_avx512.h"
@@ -123,6 +124,9 @@ PyMethodDef methods[] = {
     {"gate_count", gates_of, METH_VARARGS, "Gate rows per hidden unit of a mode."},
     {"_lstm_avx512_max_error", lstm_avx512_error, METH_VARARGS,
      "Largest difference of the AVX-512 LSTM units from the generic ones (n, seed); -1 without AVX-512."},
+    {"_cell_call", cell_call, METH_VARARGS,
+     "A cell's forward for the common call: (mode, input, hx, parameters, input_size, hidden_size) -> "
+     "the new state(s), or None where Python must decide."},
     {"_set_python_paths", set_python_paths, METH_VARARGS,
      "Hands the C++ Autograd kernels their Python paths (rnnkit/ops.py does, at import)."},
     {nullptr, nullptr, 0, nullptr}};

@@ -152,6 +152,13 @@ double best_of_runs(const Fn& run) {
   return best;
 }
 
+// The strategy of a pass; none where it has nothing to run.
+const Strategy* strategy_for(const LayerShape& shape, Pass pass, bool has_work) {
+  if (has_work) return &plan(shape, pass, time_trial);
+  record_no_work();
+  return nullptr;
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
@@ -164,7 +171,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> layer_forward(
   const LayerShape shape{kind, x.scalar_type(), x.device().type(), n.T, n.B, n.I, n.H, n.P,
                          reverse, lengths.has_value(), w_hr.has_value(), training};
   const ForwardInputs in{x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths};
-  const Strategy* strategy = n.T * n.B * n.H > 0 ? &plan(shape, Pass::Forward, time_trial) : nullptr;
+  const Strategy* strategy = strategy_for(shape, Pass::Forward, n.T * n.B * n.H > 0);
   const ForwardJob job = forward_with(strategy, shape, in);
   return {job.y, job.h, job.c, job.saved};
 }
@@ -251,7 +258,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layer
   const LayerShape shape{kind, x.scalar_type(), x.device().type(), T, B, I, H, P, reverse,
                          lengths.has_value(), project, true};
   const BackwardInputs in{grad_y, grad_hn, grad_cn, x, h0, c0, w_hh, w_hr, lengths, saved};
-  const Strategy* strategy = T * B * G > 0 ? &plan(shape, Pass::Backward, time_trial) : nullptr;
+  const Strategy* strategy = strategy_for(shape, Pass::Backward, T * B * G > 0);
   const BackwardJob job = backward_with(strategy, shape, in);
 
   // Everything else is one large GEMM or reduction over all T*B rows, each

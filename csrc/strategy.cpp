@@ -288,14 +288,24 @@ void register_witness(c10::DeviceType device, std::unique_ptr<Strategy> strategy
   registry()[static_cast<size_t>(device)].witnesses.push_back(std::move(strategy));
 }
 
-const Strategy& plan(const LayerShape& shape, Pass pass, const Trial& trial) {
-  const Strategy& chosen = choose(shape, pass, trial);
+namespace {
+
+void record(const std::string& name) {
   if (recording.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(state_mutex());
-    recorded().push_back(chosen.name());
+    recorded().push_back(name);
   }
+}
+
+}  // namespace
+
+const Strategy& plan(const LayerShape& shape, Pass pass, const Trial& trial) {
+  const Strategy& chosen = choose(shape, pass, trial);
+  record(chosen.name());
   return chosen;
 }
+
+void record_no_work() { record("no_work"); }
 
 const Strategy& plan_by_rules(const LayerShape& shape, Pass pass) {
   for (const auto& s : strategies_of(shape.device).list) {

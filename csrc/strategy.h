@@ -139,4 +139,8 @@ std::optional<std::string> forced_strategy();
 void record_strategies(bool on);
 std::vector<std::string> take_recorded();
 
+// A pass with nothing to run (zero steps, rows or units) runs no strategy;
+// it is recorded as "no_work".
+void record_no_work();
+
 }  // namespace rnnkit

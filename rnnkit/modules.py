@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import ops
+from . import _C, ops
 from .cells import KINDS
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
@@ -517,6 +517,19 @@ class _EngineCell(nn.RNNCellBase):
     def _states_from_hx(self, hx) -> Optional[List[Tensor]]:
         return [hx] if isinstance(hx, Tensor) else None
 
+    def _common_call(self, input, hx):
+        """forward of the common call (plain CPU/CUDA tensors of one engine
+        dtype, well-formed, no autocast, no Python modes), in C++: what forward
+        returns, or None where the rest of forward must decide. Not while
+        torch.compile traces (it traces the Python path) or torch.jit.trace
+        records (it must see torch.nn's)."""
+        if torch.compiler.is_compiling() or torch._C._is_tracing():
+            return None
+        mode = _engine_mode(self)
+        if mode is None:
+            return None
+        return _C._cell_call(mode, input, hx, self._parameters, self.input_size, self.hidden_size)
+
     def _engine_step(self, input, hx) -> Optional[List[Tensor]]:
         """The new states (batched like input), or None where torch.nn must run the
         call: anything the engine does not take exactly as torch.nn would."""
@@ -579,6 +592,9 @@ class _OneStateCell(_EngineCell):
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         """One step: the next hidden state, as torch.nn's forward."""
+        out = self._common_call(input, hx)
+        if out is not None:
+            return out
         if isinstance(input, torch.fx.Proxy):
             return _fx_leaf(self, input, hx)
         out = self._engine_step(input, hx)
@@ -610,6 +626,9 @@ class LSTMCell(_EngineCell, nn.LSTMCell):
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
                 ) -> Tuple[Tensor, Tensor]:
         """One step: the next (h, c), as torch.nn's forward."""
+        out = self._common_call(input, hx)
+        if out is not None:
+            return out
         if isinstance(input, torch.fx.Proxy):
             return _fx_leaf(self, input, hx)
         out = self._engine_step(input, hx)

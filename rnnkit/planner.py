@@ -49,8 +49,8 @@ def strategy(name: Optional[str]) -> Iterator[None]:
 @contextlib.contextmanager
 def record_strategies() -> Iterator[List[str]]:
     """Collects the name of the strategy of every layer pass (forward and
-    backward) that runs inside the block, in order, into the list it yields.
-    Not reentrant."""
+    backward) that runs inside the block, in order, into the list it yields
+    ("no_work" for a pass with zero steps, rows or units). Not reentrant."""
     ran: List[str] = []
     _C._take_recorded()
     _C._record_strategies(True)

@@ -80,24 +80,10 @@ def flat_outputs(result):
 
 @contextlib.contextmanager
 def engine_calls():
-    """Counts the calls into rnnkit's engine (ops.rnn_layer, ops.rnn_cell) made in
-    the block: a module that ran torch.nn's forward instead makes none."""
-    calls = []
-    originals = {name: getattr(rnnkit.ops, name) for name in ("rnn_layer", "rnn_cell")}
-
-    def counted(name):
-        def call(*args, **kwargs):
-            calls.append(name)
-            return originals[name](*args, **kwargs)
-        return call
-
-    for name in originals:
-        setattr(rnnkit.ops, name, counted(name))
-    try:
-        yield calls
-    finally:
-        for name, original in originals.items():
-            setattr(rnnkit.ops, name, original)
+    """The engine strategies that ran in the block (rnnkit.record_strategies): a
+    module that ran torch.nn's forward instead runs none."""
+    with rnnkit.record_strategies() as ran:
+        yield ran
 
 
 def compare(ref, mine, inputs, call, dtype=torch.float64):

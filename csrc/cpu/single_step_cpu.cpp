@@ -4,6 +4,7 @@
 #include <ATen/Dispatch.h>
 
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <type_traits>
 #include <ATen/native/CPUBlas.h>
 
@@ -33,13 +34,18 @@ void product(int64_t M, int64_t N, int64_t K, const T* a, const at::Tensor& w, T
       const at::Tensor wt = cached_transpose(w);
       if (wt.defined()) {
         const float* b = wt.data_ptr<float>();
-        const int64_t blocks = (N + kBrgemmColumns - 1) / kBrgemmColumns;
-        const int64_t grain = M * N * K < kParallelMacs ? blocks : 1;
-        at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+        // Column blocks of at most kBrgemmColumns, as many as a multiple of the
+        // threads (an RNN's 256 gate columns are two blocks for two threads, not one).
+        const int64_t threads = M * N * K < kParallelMacs ? 1 : at::get_num_threads();
+        const int64_t least = (N + kBrgemmColumns - 1) / kBrgemmColumns;
+        const int64_t wanted = (least + threads - 1) / threads * threads;
+        const int64_t columns = std::max<int64_t>(16, ((N + wanted - 1) / wanted + 15) / 16 * 16);
+        const int64_t blocks = (N + columns - 1) / columns;
+        at::parallel_for(0, blocks, threads == 1 ? blocks : 1, [&](int64_t b0, int64_t b1) {
           for (int64_t blk = b0; blk < b1; ++blk) {
-            const int64_t n0 = blk * kBrgemmColumns;
-            at::native::cpublas::brgemm(M, std::min(kBrgemmColumns, N - n0), K, K, N, N, false, a,
-                                        b + n0, out + n0, false);
+            const int64_t n0 = blk * columns;
+            at::native::cpublas::brgemm(M, std::min(columns, N - n0), K, K, N, N, false, a, b + n0,
+                                        out + n0, false);
           }
         });
         return;
