@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cell_call.h"
+#include "common_call.h"
 #include "cell_units.h"
 #include "checks.h"
 #include "cpu/lstm_row_avx512.h"
@@ -127,6 +127,9 @@ PyMethodDef methods[] = {
     {"_cell_call", cell_call, METH_VARARGS,
      "A cell's forward for the common call: (mode, input, hx, parameters, input_size, hidden_size) -> "
      "the new state(s), or None where Python must decide."},
+    {"_sequence_call", sequence_call, METH_VARARGS,
+     "A sequence module's forward for the common call (see common_call.h), or None where Python "
+     "must decide."},
     {"_set_python_paths", set_python_paths, METH_VARARGS,
      "Hands the C++ Autograd kernels their Python paths (rnnkit/ops.py does, at import)."},
     {nullptr, nullptr, 0, nullptr}};

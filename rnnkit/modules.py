@@ -85,6 +85,13 @@ def _in_onnx_export() -> bool:
     return bool(globals_.in_onnx_export or flags._is_onnx_exporting)
 
 
+def _common_call_allowed() -> bool:
+    """Whether a module may hand its call to the C++ common call
+    (csrc/common_call.cpp): not while torch.compile traces (it traces the
+    Python forward) or torch.jit.trace records (it must see torch.nn's)."""
+    return not (torch.compiler.is_compiling() or torch._C._is_tracing())
+
+
 def _fx_leaf(module: nn.Module, input: "torch.fx.Proxy", hx):
     """The call as one call_module node of torch.fx symbolic tracing, the node
     FX makes of torch.nn's own RNNs (it traces into no module from torch.nn)."""
@@ -251,6 +258,9 @@ class _EngineSequence(nn.RNNBase):
     def forward(self, input: SequenceInput, hx=None):
         """Runs the layers over input: the inputs, outputs and errors of torch.nn's
         forward (see the class docstring)."""
+        out = self._common_call(input, hx)
+        if out is not None:
+            return out
         if _recording():
             return self._torch_forward(input, hx)
         if isinstance(input, torch.fx.Proxy):
@@ -267,6 +277,17 @@ class _EngineSequence(nn.RNNBase):
             y = y.squeeze(0 if self.batch_first else 1)
             final = [s.squeeze(1) for s in final]
         return y, self._hx_from_states(final)
+
+    def _common_call(self, input, hx):
+        """forward of the common call of a tensor input, in C++ (as the cells'):
+        what forward returns, or None where the rest of forward must decide."""
+        mode = _engine_mode(self) if _common_call_allowed() else None
+        if mode is None:
+            return None
+        return _C._sequence_call(mode, input, hx, self._parameters, self._all_weights,
+                                 self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                                 self.bidirectional, self.batch_first, self.bias,
+                                 self.dropout > 0 and self.training)
 
     def _packed_forward(self, input: PackedSequence, hx):
         data, batch_sizes, sorted_indices, unsorted_indices = input
@@ -520,12 +541,8 @@ class _EngineCell(nn.RNNCellBase):
     def _common_call(self, input, hx):
         """forward of the common call (plain CPU/CUDA tensors of one engine
         dtype, well-formed, no autocast, no Python modes), in C++: what forward
-        returns, or None where the rest of forward must decide. Not while
-        torch.compile traces (it traces the Python path) or torch.jit.trace
-        records (it must see torch.nn's)."""
-        if torch.compiler.is_compiling() or torch._C._is_tracing():
-            return None
-        mode = _engine_mode(self)
+        returns, or None where the rest of forward must decide."""
+        mode = _engine_mode(self) if _common_call_allowed() else None
         if mode is None:
             return None
         return _C._cell_call(mode, input, hx, self._parameters, self.input_size, self.hidden_size)

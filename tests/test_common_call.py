@@ -1,7 +1,7 @@
-"""The cells' common call in C++ (rnnkit._C._cell_call, csrc/cell_call.cpp)
-against the Python forward it stands in front of: the same numbers and
-gradients, bit for bit, where it takes a call, and None (so that Python
-decides, as before) for everything it must not take."""
+"""The modules' common call in C++ (rnnkit._C._cell_call and _sequence_call,
+csrc/common_call.cpp) against the Python forward it stands in front of: the
+same numbers and gradients, bit for bit, where it takes a call, and None (so
+that Python decides, as before) for everything it must not take."""
 import threading
 
 import pytest
@@ -13,7 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import rnnkit
 from rnnkit import _C
-from rnnkit.modules import _EngineCell, _engine_mode
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rnnkit.modules import _EngineCell, _EngineSequence, _engine_mode
 
 CELLS = ["LSTMCell", "GRUCell", "RNNCell", "RNNCell-relu"]
 
@@ -200,3 +202,112 @@ def test_cells_in_python_threads_at_once():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+# ---- sequence modules ------------------------------------------------------------
+
+def sequence_common_call(module, input, hx=None):
+    return _C._sequence_call(_engine_mode(module), input, hx, module._parameters,
+                             module._all_weights, module.input_size, module.hidden_size,
+                             module.proj_size, module.num_layers, module.bidirectional,
+                             module.batch_first, module.bias, module.dropout > 0 and module.training)
+
+
+def make_sequence(name, dtype=torch.float32, **kwargs):
+    cls_name, _, nonlinearity = name.partition("-")
+    if nonlinearity:
+        kwargs["nonlinearity"] = nonlinearity
+    torch.manual_seed(0)
+    return getattr(rnnkit, cls_name)(5, 7, dtype=dtype, **kwargs)
+
+
+def flat_sequence(out):
+    y, state = out
+    return [y] + (list(state) if isinstance(state, tuple) else [state])
+
+
+SEQUENCE_CASES = [
+    # name, constructor arguments, batched, given hx
+    ("LSTM", {}, True, True),
+    ("LSTM", dict(num_layers=2, bidirectional=True), True, False),
+    ("LSTM", dict(proj_size=3, num_layers=2), True, True),
+    ("LSTM", dict(batch_first=True, bias=False), False, True),
+    ("GRU", dict(num_layers=3, batch_first=True), True, True),
+    ("GRU", dict(bidirectional=True), False, False),
+    ("RNN", dict(num_layers=2, dropout=0.5), True, True),  # dropout: the module is in eval mode
+    ("RNN-relu", dict(bidirectional=True, batch_first=True), True, True),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,batched,given_hx", SEQUENCE_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SEQUENCE_CASES)])
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sequence_common_call_is_the_python_forward_bit_for_bit(name, kwargs, batched, given_hx,
+                                                                steps, dtype, monkeypatch):
+    mine = make_sequence(name, dtype, **kwargs)
+    if mine.dropout:
+        mine.eval()
+    layers = mine.num_layers * (2 if mine.bidirectional else 1)
+    width = mine.proj_size or mine.hidden_size
+    lead = ((3, steps) if mine.batch_first else (steps, 3)) if batched else (steps,)
+    x = torch.randn(*lead, 5, dtype=dtype, requires_grad=True)
+    hx = None
+    if given_hx:
+        state_lead = (layers, 3) if batched else (layers,)
+        h = torch.randn(*state_lead, width, dtype=dtype, requires_grad=True)
+        hx = (h, torch.randn(*state_lead, 7, dtype=dtype, requires_grad=True)) \
+            if name == "LSTM" else h
+    leaves = [x] + ([] if hx is None else (list(hx) if isinstance(hx, tuple) else [hx])) \
+        + list(mine.parameters())
+
+    assert sequence_common_call(mine, x, hx) is not None  # the C++ call takes it
+    fast = flat_sequence(mine(x, hx))
+    grads_out = [torch.randn_like(o) for o in fast]
+    fast_grads = torch.autograd.grad(fast, leaves, grads_out)
+    monkeypatch.setattr(_EngineSequence, "_common_call", lambda self, input, hx: None)
+    with rnnkit.record_strategies() as ran:
+        slow = flat_sequence(mine(x, hx))
+    assert ran, "the Python forward did not run the engine"
+    slow_grads = torch.autograd.grad(slow, leaves, grads_out)
+    for a, b in zip(fast + list(fast_grads), slow + list(slow_grads)):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride()
+        assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:dropout option adds dropout")
+def test_sequence_declines_what_python_must_decide():
+    """None for: a PackedSequence, dropout in training with several layers, Python
+    modes, autocast, mixed dtypes, bad shapes, zero steps, a parametrized weight."""
+    lstm = make_sequence("LSTM", num_layers=2)
+    x = torch.randn(4, 3, 5)
+    assert sequence_common_call(lstm, x) is not None
+    packed = pack_padded_sequence(x, torch.tensor([4, 3, 2]))
+    assert sequence_common_call(lstm, packed) is None
+    dropped = make_sequence("GRU", num_layers=2, dropout=0.5)  # in training mode
+    assert sequence_common_call(dropped, x) is None
+    assert sequence_common_call(make_sequence("GRU", dropout=0.5), x) is not None  # one layer: none drawn
+    with NoteDispatch():
+        assert sequence_common_call(lstm, x) is None
+    with NoteFunctions():
+        assert sequence_common_call(lstm, x) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sequence_common_call(lstm, x) is None
+    assert sequence_common_call(lstm, x.double()) is None
+    assert sequence_common_call(lstm, x.as_subclass(Subclass)) is None
+    assert sequence_common_call(lstm, torch.randn(4, 3, 6)) is None
+    assert sequence_common_call(lstm, torch.randn(2, 4, 3, 5)) is None
+    assert sequence_common_call(lstm, torch.randn(0, 3, 5)) is None
+    assert sequence_common_call(lstm, x, torch.randn(2, 3, 7)) is None  # not a pair
+    assert sequence_common_call(lstm, x, (torch.randn(2, 3, 7), torch.randn(1, 3, 7))) is None
+    assert sequence_common_call(lstm, x, (torch.randn(2, 7), torch.randn(2, 7))) is None  # unbatched hx
+
+    class Scale(nn.Module):
+        def forward(self, w):
+            return 2 * w
+    parametrize.register_parametrization(lstm, "weight_hh_l1", Scale())
+    assert sequence_common_call(lstm, x) is None
+    ref = nn.LSTM(5, 7, num_layers=2)
+    ref.load_state_dict({k: getattr(lstm, k).detach() for k in ref.state_dict()})
+    for a, b in zip(flat_sequence(lstm(x)), flat_sequence(ref(x))):
+        torch.testing.assert_close(a, b)
