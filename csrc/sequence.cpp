@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "buffer_pool.h"
 #include "cell_bias.h"
 #include "cell_units.h"
 #include "checks.h"
@@ -25,7 +26,9 @@ Tensor contiguous_or_undefined(const OptTensor& t) {
 Tensor nothing(const at::TensorOptions& opts) { return at::empty({0}, opts); }
 
 // Buffers whose finished (padded) positions are never written by a step must
-// start at zero when rows have their own lengths.
+// start at zero when rows have their own lengths. The engine's own buffers
+// (what training keeps, the gate gradients) come from scratch_buffer, which
+// follows the same rule; y does not: it is the user's.
 Tensor sequence_buffer(at::IntArrayRef shape, const at::TensorOptions& opts, bool has_lengths) {
   return has_lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
 }
@@ -44,7 +47,7 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), G = w_ih.size(0);
   const Tensor x_rows = x.view({T * B, I});
   if (!b_ih.has_value()) return large_gemm(x_rows, w_ih.t()).view({T, B, G});
-  Tensor gx = at::empty({T, B, G}, x.options());
+  Tensor gx = scratch_buffer({T, B, G}, x.options(), false);
   // Contiguous like the weights, so that a strided bias takes the same GEMM
   // path (cuBLAS fuses only a contiguous bias) and gives the same bits.
   Tensor gx_rows = gx.view({T * B, G});
@@ -90,7 +93,7 @@ ForwardJob forward_with(const Strategy* strategy, const LayerShape& shape, const
   ForwardJob job;
   job.shape = shape;
   job.y = sequence_buffer({T, B, P}, opts, shape.lengths);
-  job.saved = sequence_buffer({shape.training ? T : 0, B, W}, opts, shape.lengths);
+  job.saved = scratch_buffer({shape.training ? T : 0, B, W}, opts, shape.lengths);
   // The state the strategy starts from, a copy where it updates it in place.
   const bool copy_state = strategy == nullptr || !strategy->keeps_initial_state();
   job.h = copy_state ? in.h0.contiguous().clone() : in.h0.contiguous();
@@ -200,11 +203,11 @@ BackwardJob backward_with(const Strategy* strategy, const LayerShape& shape, con
   job.dc = shape.kind != CellKind::LSTM ? nothing(opts)
            : in.grad_cn.has_value()     ? in.grad_cn->contiguous().clone()
                                         : at::zeros({B, H}, opts);
-  job.dgx = sequence_buffer({T, B, G}, opts, shape.lengths);
-  job.dgh = shape.kind == CellKind::GRU ? sequence_buffer({T, B, G}, opts, shape.lengths) : job.dgx;
+  job.dgx = scratch_buffer({T, B, G}, opts, shape.lengths);
+  job.dgh = shape.kind == CellKind::GRU ? scratch_buffer({T, B, G}, opts, shape.lengths) : job.dgx;
   if (shape.projection) {
-    job.dhp_seq = sequence_buffer({T, B, P}, opts, shape.lengths);
-    job.r_seq = sequence_buffer({T, B, H}, opts, shape.lengths);
+    job.dhp_seq = scratch_buffer({T, B, P}, opts, shape.lengths);
+    job.r_seq = scratch_buffer({T, B, H}, opts, shape.lengths);
   }
   job.x = in.x.contiguous();
   job.h0 = in.h0.contiguous();

@@ -68,6 +68,11 @@ at::Tensor large_gemm_cpu(const at::Tensor& a, const at::Tensor& b) {
   // The tiles split the output only: a product whose output is small and whose
   // inner dimension is long (the weight gradients, summed over all T*B rows)
   // would leave threads idle, where ATen's mm splits the inner dimension too.
+  // Copying more values than the product writes (the weight gradients, whose
+  // operands are T*B rows long and one of them transposed) costs more than
+  // brgemm gains over ATen's mm, which reads either layout: LSTM training
+  // T=100 B=8 H=512 took 64.0 ms with the copies, 59.6 ms without (AMD EPYC).
+  if (std::min(direct, swapped) > M * N) return {};
   const bool as_is = direct <= swapped;
   const int64_t rows = as_is ? M : N, cols = as_is ? N : M;
   const int64_t tasks = ((rows + kTaskRows - 1) / kTaskRows) * ((cols + kTileCols - 1) / kTileCols);
