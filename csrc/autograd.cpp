@@ -157,6 +157,18 @@ std::array<bool, N> wanted_gradients(const AutogradContext* ctx, const std::arra
   return wanted;
 }
 
+// A backward's result: one slot per forward argument: the dispatch keys, the
+// tensors' gradients (only those autograd asks for: the engine's others may
+// be empty tensors), then `trailing` non-tensor arguments.
+template <size_t N>
+variable_list per_argument(const std::array<bool, N>& wanted, const variable_list& grads,
+                           size_t trailing) {
+  variable_list result{Tensor()};
+  for (size_t i = 0; i < N; ++i) result.push_back(wanted[i] ? grads[i] : Tensor());
+  result.resize(result.size() + trailing);
+  return result;
+}
+
 // Gradients from Python (None: not wanted), as autograd's outputs.
 variable_list gradients_from(const std::vector<OptTensor>& grads) {
   variable_list out;
@@ -211,13 +223,7 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
           present(c0), w_ih, w_hh, present(w_hr), present(lengths), saved, mode, reverse, wanted);
       out = {dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr};
     }
-    // Only what autograd asks for (the engine's other gradients may be empty
-    // tensors); one slot per forward argument: keys, 8 tensors, then lengths,
-    // mode, reverse, training.
-    variable_list result{Tensor()};
-    for (size_t i = 0; i < 8; ++i) result.push_back(wanted[i] ? out[i] : Tensor());
-    result.resize(result.size() + 4);
-    return result;
+    return per_argument(wanted, out, 4);  // then lengths, mode, reverse, training
   }
 };
 
@@ -280,11 +286,7 @@ struct CellFunction : torch::autograd::Function<CellFunction> {
           saved, mode, wanted);
       out = {dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh};
     }
-    // keys, 7 tensors, mode, training.
-    variable_list result{Tensor()};
-    for (size_t i = 0; i < 7; ++i) result.push_back(wanted[i] ? out[i] : Tensor());
-    result.resize(result.size() + 2);
-    return result;
+    return per_argument(wanted, out, 2);  // then mode, training
   }
 };
 

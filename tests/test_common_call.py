@@ -47,6 +47,27 @@ def flat(out):
     return list(out) if isinstance(out, tuple) else [out]
 
 
+def assert_python_forward_agrees(engine_class, run, leaves, monkeypatch):
+    """run() (the module's outputs as a list) through the C++ common call, then
+    with engine_class's common call turned off: the same outputs and gradients
+    of every leaf, bit for bit, and the engine ran both times. Returns the
+    Python forward's outputs."""
+    with rnnkit.record_strategies() as ran:
+        fast = run()
+    assert ran, "the engine did not run"
+    grads_out = [torch.randn_like(o) for o in fast]
+    fast_grads = torch.autograd.grad(fast, leaves, grads_out)
+    monkeypatch.setattr(engine_class, "_common_call", lambda self, input, hx: None)
+    with rnnkit.record_strategies() as ran:
+        slow = run()
+    assert ran, "the Python forward did not run the engine"
+    slow_grads = torch.autograd.grad(slow, leaves, grads_out)
+    for a, b in zip(fast + list(fast_grads), slow + list(slow_grads)):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride()
+        assert torch.equal(a, b)
+    return slow
+
+
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("given_hx", [True, False])
@@ -61,20 +82,7 @@ def test_common_call_is_the_python_forward_bit_for_bit(name, batched, given_hx, 
     leaves = [x] + (flat(hx) if given_hx else []) + list(mine.parameters())
 
     assert common_call(mine, x, hx) is not None  # the C++ call takes it
-    with rnnkit.record_strategies() as ran:
-        fast = flat(mine(x, hx))
-    assert ran, "the engine did not run"
-    grads_out = [torch.randn_like(o) for o in fast]
-    fast_grads = torch.autograd.grad(fast, leaves, grads_out)
-
-    monkeypatch.setattr(_EngineCell, "_common_call", lambda self, input, hx: None)
-    with rnnkit.record_strategies() as ran:
-        slow = flat(mine(x, hx))
-    assert ran, "the Python forward did not run the engine"
-    slow_grads = torch.autograd.grad(slow, leaves, grads_out)
-    for a, b in zip(fast + list(fast_grads), slow + list(slow_grads)):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        assert torch.equal(a, b)
+    slow = assert_python_forward_agrees(_EngineCell, lambda: flat(mine(x, hx)), leaves, monkeypatch)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(flat(mine(x, hx)), slow))
 
@@ -262,17 +270,8 @@ def test_sequence_common_call_is_the_python_forward_bit_for_bit(name, kwargs, ba
         + list(mine.parameters())
 
     assert sequence_common_call(mine, x, hx) is not None  # the C++ call takes it
-    fast = flat_sequence(mine(x, hx))
-    grads_out = [torch.randn_like(o) for o in fast]
-    fast_grads = torch.autograd.grad(fast, leaves, grads_out)
-    monkeypatch.setattr(_EngineSequence, "_common_call", lambda self, input, hx: None)
-    with rnnkit.record_strategies() as ran:
-        slow = flat_sequence(mine(x, hx))
-    assert ran, "the Python forward did not run the engine"
-    slow_grads = torch.autograd.grad(slow, leaves, grads_out)
-    for a, b in zip(fast + list(fast_grads), slow + list(slow_grads)):
-        assert a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride()
-        assert torch.equal(a, b)
+    assert_python_forward_agrees(_EngineSequence, lambda: flat_sequence(mine(x, hx)), leaves,
+                                 monkeypatch)
 
 
 @pytest.mark.filterwarnings("ignore:dropout option adds dropout")
